@@ -1,0 +1,20 @@
+"""Generator backends behind one protocol."""
+
+from __future__ import annotations
+
+from srpo.models.base import Conditioning, Generator, PromptEncoder
+
+MODEL_NAMES = ("flux",)
+
+
+def load_generator(name: str, path: str | None = None, **options) -> Generator:
+    """Load a generator by backend name; ``path`` is a local folder or hub id."""
+    key = name.lower()
+    if key == "flux":
+        from srpo.models.flux import FluxGenerator
+
+        return FluxGenerator.from_pretrained(path or "black-forest-labs/FLUX.1-dev", **options)
+    raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}")
+
+
+__all__ = ["MODEL_NAMES", "Conditioning", "Generator", "PromptEncoder", "load_generator"]

@@ -1,0 +1,203 @@
+"""The FLUX generator backend on diffusers ``FluxTransformer2DModel`` and ``AutoencoderKL``.
+
+Latents are scaled and shifted as in ``FluxPipeline`` and packed 2x2 into tokens; the
+transformer receives sigma in [0, 1] as its timestep and, for guidance-distilled models
+such as FLUX.1-dev, the guidance scale as an embedding. Models trained with prompt dropout
+can instead use classifier-free guidance (``cfg_scale``), which doubles the batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from diffusers import AutoencoderKL, FluxTransformer2DModel
+from torch import nn
+
+from srpo.flow import euler_sample, sigma_schedule
+from srpo.models.base import Conditioning, PromptEncoder
+from srpo.rewards.base import check_pixels
+
+DEFAULT_CACHE = Path.home() / ".cache" / "srpo" / "prompt_embeds"
+
+
+def pack_latents(latents: torch.Tensor) -> torch.Tensor:
+    """``[B, C, H, W]`` -> ``[B, (H/2)(W/2), 4C]`` as in ``FluxPipeline._pack_latents``."""
+    b, c, h, w = latents.shape
+    if h % 2 or w % 2:
+        raise ValueError(f"latent height and width must be even to pack 2x2, got {h}x{w}")
+    x = latents.view(b, c, h // 2, 2, w // 2, 2).permute(0, 2, 4, 1, 3, 5)
+    return x.reshape(b, (h // 2) * (w // 2), c * 4)
+
+
+def unpack_latents(packed: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Inverse of :func:`pack_latents` for a latent grid of ``height x width``."""
+    b, n, c4 = packed.shape
+    if n != (height // 2) * (width // 2):
+        raise ValueError(f"{n} tokens do not form a {height}x{width} latent grid")
+    x = packed.view(b, height // 2, width // 2, c4 // 4, 2, 2).permute(0, 3, 1, 4, 2, 5)
+    return x.reshape(b, c4 // 4, height, width)
+
+
+def image_ids(height: int, width: int, device=None, dtype=torch.float32) -> torch.Tensor:
+    """Rotary position ids ``[(H/2)(W/2), 3]`` of the packed image tokens."""
+    ids = torch.zeros(height // 2, width // 2, 3)
+    ids[..., 1] = torch.arange(height // 2)[:, None]
+    ids[..., 2] = torch.arange(width // 2)[None, :]
+    return ids.reshape(-1, 3).to(device=device, dtype=dtype)
+
+
+class FluxGenerator(nn.Module):
+    """A FLUX-architecture text-to-image model behind the generator protocol."""
+
+    def __init__(
+        self,
+        transformer: FluxTransformer2DModel,
+        vae: AutoencoderKL,
+        prompt_encoder: PromptEncoder,
+        resolution: tuple[int, int] = (1024, 1024),
+        guidance: float = 3.5,
+        cfg_scale: float = 1.0,
+    ) -> None:
+        super().__init__()
+        self.transformer = transformer
+        self.vae = vae.eval().requires_grad_(False)
+        self.prompt_encoder = prompt_encoder
+        self.vae_factor = 2 ** (len(vae.config.block_out_channels) - 1)
+        channels = vae.config.latent_channels
+        if transformer.config.in_channels != channels * 4:
+            raise ValueError(
+                f"transformer in_channels {transformer.config.in_channels} != 4 x VAE latent "
+                f"channels {channels}"
+            )
+        self.guidance = float(guidance)
+        self.cfg_scale = float(cfg_scale)
+        self.set_resolution(resolution)
+
+    def set_resolution(self, resolution: tuple[int, int]) -> None:
+        """Image size ``(height, width)``; both must be multiples of 2 x the VAE factor."""
+        height, width = resolution
+        step = 2 * self.vae_factor
+        if height % step or width % step:
+            raise ValueError(f"resolution {height}x{width} must be a multiple of {step}")
+        self.resolution = (int(height), int(width))
+        self.latent_hw = (height // self.vae_factor, width // self.vae_factor)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.transformer.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.transformer.parameters()).dtype
+
+    @property
+    def scaling_factor(self) -> float:
+        return float(self.vae.config.scaling_factor)
+
+    @property
+    def shift_factor(self) -> float:
+        return float(self.vae.config.shift_factor or 0.0)
+
+    def enable_gradient_checkpointing(self, enabled: bool = True) -> None:
+        """Trade compute for memory in the transformer's blocks."""
+        if enabled:
+            self.transformer.enable_gradient_checkpointing()
+        else:
+            self.transformer.disable_gradient_checkpointing()
+
+    def encode_prompts(self, prompts: Sequence[str]) -> Conditioning:
+        if not prompts:
+            raise ValueError("encode_prompts needs at least one prompt")
+        sequence, pooled = self.prompt_encoder.encode(list(prompts))
+        cond = Conditioning(sequence, pooled)
+        if self.cfg_scale != 1.0:
+            empty_seq, empty_pool = self.prompt_encoder.encode([""])
+            n = len(prompts)
+            cond.uncond_embeds = empty_seq.expand(n, *empty_seq.shape[1:])
+            cond.uncond_pooled = empty_pool.expand(n, *empty_pool.shape[1:])
+        return cond.to(self.device, self.dtype)
+
+    def velocity(self, latents: torch.Tensor, sigma: torch.Tensor, cond: Conditioning):
+        batch = latents.shape[0]
+        sigma = torch.as_tensor(sigma, device=latents.device, dtype=latents.dtype).expand(batch)
+        guided = self.cfg_scale != 1.0 and cond.uncond_embeds is not None
+        embeds, pooled = cond.prompt_embeds, cond.pooled
+        if guided:
+            latents, sigma = torch.cat([latents, latents]), torch.cat([sigma, sigma])
+            embeds = torch.cat([cond.uncond_embeds, embeds])
+            pooled = torch.cat([cond.uncond_pooled, pooled])
+        guidance = None
+        if self.transformer.config.guidance_embeds:
+            guidance = torch.full_like(sigma, self.guidance)
+        out = self.transformer(
+            hidden_states=latents,
+            timestep=sigma,
+            guidance=guidance,
+            pooled_projections=pooled,
+            encoder_hidden_states=embeds,
+            txt_ids=torch.zeros(embeds.shape[1], 3, device=latents.device, dtype=latents.dtype),
+            img_ids=image_ids(*self.latent_hw, device=latents.device, dtype=latents.dtype),
+            return_dict=False,
+        )[0]
+        if guided:
+            uncond, conditional = out.chunk(2)
+            out = uncond + self.cfg_scale * (conditional - uncond)
+        return out
+
+    def encode(self, pixels: torch.Tensor) -> torch.Tensor:
+        check_pixels(pixels)
+        if tuple(pixels.shape[-2:]) != self.resolution:
+            raise ValueError(
+                f"images must be {self.resolution[0]}x{self.resolution[1]}, got "
+                f"{pixels.shape[-2]}x{pixels.shape[-1]}"
+            )
+        vae_dtype = next(self.vae.parameters()).dtype
+        latents = self.vae.encode(pixels.to(vae_dtype) * 2 - 1).latent_dist.mode()
+        latents = (latents - self.shift_factor) * self.scaling_factor
+        return pack_latents(latents).to(self.dtype)
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        vae_dtype = next(self.vae.parameters()).dtype
+        grid = unpack_latents(latents, *self.latent_hw).to(vae_dtype)
+        image = self.vae.decode(grid / self.scaling_factor + self.shift_factor).sample
+        return (image.float() / 2 + 0.5).clamp(0, 1)
+
+    def noise(self, batch: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        h, w = self.latent_hw
+        shape = (batch, (h // 2) * (w // 2), self.transformer.config.in_channels)
+        return torch.randn(shape, generator=generator).to(self.device, self.dtype)
+
+    @torch.no_grad()
+    def sample(
+        self, cond: Conditioning, noise: torch.Tensor, num_steps: int = 25, shift: float = 3.0
+    ) -> torch.Tensor:
+        sigmas = sigma_schedule(num_steps, shift)
+        return euler_sample(lambda x, s: self.velocity(x, s, cond), noise, sigmas)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        source: str | Path,
+        resolution: tuple[int, int] = (1024, 1024),
+        guidance: float = 3.5,
+        dtype: torch.dtype = torch.bfloat16,
+        cache_dir: str | Path | None = None,
+        max_sequence_length: int = 512,
+    ) -> FluxGenerator:
+        """Load a FLUX folder or hub id; prompt embeddings are cached under ``cache_dir``."""
+        from srpo.models.flux_text import FluxTextEncoders
+        from srpo.models.prompt_cache import CachedPromptEncoder
+
+        source = str(source)
+        transformer = FluxTransformer2DModel.from_pretrained(
+            source, subfolder="transformer", torch_dtype=dtype
+        )
+        vae = AutoencoderKL.from_pretrained(source, subfolder="vae", torch_dtype=dtype)
+        encoder = CachedPromptEncoder(
+            lambda: FluxTextEncoders.from_pretrained(source, dtype, max_sequence_length),
+            cache_dir or DEFAULT_CACHE,
+            namespace=f"flux:{source}:{max_sequence_length}",
+        )
+        return cls(transformer, vae, encoder, resolution, guidance)
