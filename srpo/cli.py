@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 
 def _bench_recovery(args: argparse.Namespace) -> int:
@@ -27,6 +28,55 @@ def _bench_recovery(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tiny_train(args: argparse.Namespace) -> int:
+    from srpo.tiny_world.training import train_and_gate
+
+    result = train_and_gate(args.out, seed=args.seed)
+    print(json.dumps(result["gates"], indent=None if args.json else 2))
+    return 0 if result["gates"]["passed"] else 1
+
+
+def _tiny_gates(args: argparse.Namespace) -> int:
+    from srpo.tiny_world.gates import GateSizes, evaluate
+
+    sizes = GateSizes(images=150, pairs=40, samples=60, batch=30) if args.quick else GateSizes()
+    result = evaluate(args.weights, sizes)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(json.dumps(result, indent=2))
+        for failure in result["failures"]:
+            print(f"FAILED {failure}", file=sys.stderr)
+    return 0 if result["passed"] else 1
+
+
+def _sample(args: argparse.Namespace) -> int:
+    from srpo.models import load_generator
+    from srpo.sampling import labelled_grid, parse_seeds, sample_images
+
+    seeds = parse_seeds(args.seeds)
+    generator = load_generator(args.model, args.path)
+    defaults = _sampling_defaults(args.model, args.path)
+    steps = args.steps or int(defaults["steps"])
+    shift = args.shift if args.shift is not None else defaults["shift"]
+    images = sample_images(generator, [args.prompt] * len(seeds), seeds, steps, shift)
+    grid = labelled_grid(images, [f"seed {s}" for s in seeds], title=args.prompt)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    grid.save(out)
+    print(f"wrote {out} ({len(seeds)} images, {steps} steps)")
+    return 0
+
+
+def _sampling_defaults(model: str, path: str | None) -> dict[str, float]:
+    if model == "tiny":
+        from srpo.models.tiny import sampling_defaults
+        from srpo.tiny_world.weights import WEIGHTS_DIR
+
+        return sampling_defaults(path or WEIGHTS_DIR)
+    return {"steps": 28, "shift": 3.0}
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = argparse.ArgumentParser(prog="srpo", description=__doc__)
@@ -41,6 +91,29 @@ def build_parser() -> argparse.ArgumentParser:
     recovery.add_argument("--samples", type=int, default=200_000)
     recovery.add_argument("--seed", type=int, default=0)
     recovery.set_defaults(run=_bench_recovery)
+
+    tiny = commands.add_parser("tiny-world", help="train or gate the embedded tiny world")
+    tiny_commands = tiny.add_subparsers(dest="tiny", required=True)
+    train = tiny_commands.add_parser("train", help="train VAE, reward and generator from seeds")
+    train.add_argument("--out", default=None, help="weights folder (default: the shipped one)")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--json", action="store_true")
+    train.set_defaults(run=_tiny_train)
+    gates = tiny_commands.add_parser("gates", help="evaluate the quality gates")
+    gates.add_argument("--json", action="store_true", help="print one JSON object")
+    gates.add_argument("--weights", default=None, help="weights folder (default: shipped)")
+    gates.add_argument("--quick", action="store_true", help="smaller held-out sets")
+    gates.set_defaults(run=_tiny_gates)
+
+    sample = commands.add_parser("sample", help="write a labelled grid of samples")
+    sample.add_argument("--model", default="tiny", help="tiny or flux")
+    sample.add_argument("--path", default=None, help="weights folder or hub id")
+    sample.add_argument("--prompt", required=True)
+    sample.add_argument("--seeds", default="0-7", help="e.g. 0-7 or 1,5,9")
+    sample.add_argument("--steps", type=int, default=None)
+    sample.add_argument("--shift", type=float, default=None)
+    sample.add_argument("--out", default="grid.png")
+    sample.set_defaults(run=_sample)
     return parser
 
 
@@ -49,7 +122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, FileNotFoundError, OSError) as error:
         print(f"srpo: error: {error}", file=sys.stderr)
         return 2
 

@@ -6,16 +6,22 @@ from pathlib import Path
 
 from srpo.rewards.base import ImagePreprocess, RewardModel, TextImageReward, check_pixels
 
-REWARD_NAMES = ("hpsv2.1", "hpsv2", "pickscore", "clip")
+REWARD_NAMES = ("tiny", "hpsv2.1", "hpsv2", "pickscore", "clip")
 
 
 def load_reward(name: str, path: str | Path | None = None) -> RewardModel:
     """Load a frozen reward by name; ``path`` overrides where its weights come from.
 
     ``hpsv2``/``hpsv2.1``: an HPS checkpoint file (local or hub file name);
-    ``pickscore``/``clip``: a transformers CLIP folder or hub id.
+    ``pickscore``/``clip``: a transformers CLIP folder or hub id; ``tiny``: the tiny world's
+    shipped reward (or a weights folder).
     """
     key = name.lower()
+    if key == "tiny":
+        from srpo.rewards.tiny import load_tiny_reward
+        from srpo.tiny_world.weights import WEIGHTS_DIR
+
+        return load_tiny_reward(path or WEIGHTS_DIR)
     if key in ("hpsv2", "hpsv2.1", "hps"):
         from srpo.rewards.hps import HPS_FILES, HPSReward
 

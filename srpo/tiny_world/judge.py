@@ -1,0 +1,161 @@
+"""The judge: procedural detectors that read every attribute back from pixels.
+
+Written from the rendering rules in ``render.py`` alone (no learned model, no reward), so
+that "did the fine-tune move the attribute without breaking the prompt" is measured
+independently of what was optimised. Order of reading: lighting (from the background's
+tint and the brightest pixels), then the lighting is inverted and background, shape mask,
+colour, size, shape and style are read from the unlit image.
+"""
+
+from __future__ import annotations
+
+import colorsys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from srpo.rewards.base import check_pixels
+from srpo.tiny_world.render import LIGHTING_GAIN, LIGHTING_OFFSET
+from srpo.tiny_world.world import COLOURS, FAMILIES, parse_prompt
+
+BORDER = 6
+WARM_TINT = 0.15
+DARK_CEILING = 0.5
+MASK_DISTANCE = 0.3
+SHAPE_CHROMA = 0.3
+LARGE_EXTENT = 25 / 64
+TEXTURE_PAINTING = 0.025
+GRADIENT_PHOTO = 0.07
+_HUES = {name: colorsys.rgb_to_hsv(*rgb)[0] for name, rgb in COLOURS.items()}
+
+
+def _dilate(mask: torch.Tensor, size: int) -> torch.Tensor:
+    return F.max_pool2d(mask[None, None].float(), size, stride=1, padding=size // 2)[0, 0] > 0
+
+
+def _read_lighting(image: torch.Tensor) -> str:
+    border = torch.cat(
+        [
+            image[:, :BORDER].flatten(1),
+            image[:, -BORDER:].flatten(1),
+            image[:, :, :BORDER].flatten(1),
+        ],
+        dim=1,
+    )
+    red, _, blue = border.median(dim=1).values
+    if red - blue >= WARM_TINT:
+        return "warm"
+    if torch.quantile(image.max(dim=0).values.flatten(), 0.98) < DARK_CEILING:
+        return "dark"
+    return "bright"
+
+
+def _unlight(image: torch.Tensor, lighting: str) -> torch.Tensor:
+    gain = torch.tensor(LIGHTING_GAIN[lighting]).view(3, 1, 1)
+    offset = torch.tensor(LIGHTING_OFFSET[lighting]).view(3, 1, 1)
+    return ((image - offset) / gain).clamp(0, 1)
+
+
+def _hue_name(rgb: torch.Tensor) -> str:
+    hue = colorsys.rgb_to_hsv(*rgb.tolist())[0]
+    return min(_HUES, key=lambda name: min(abs(hue - _HUES[name]), 1 - abs(hue - _HUES[name])))
+
+
+def _read_shape(core: torch.Tensor) -> tuple[str, float]:
+    """Shape name and extent (fraction of the image) from the shape's pixel mask."""
+    rows, cols = core.any(dim=1).nonzero().flatten(), core.any(dim=0).nonzero().flatten()
+    top, bottom, left, right = rows.min(), rows.max(), cols.min(), cols.max()
+    box = core[top : bottom + 1, left : right + 1].float()
+    height, width = box.shape
+    fill = box.mean().item()
+    extent = max(height, width) / core.shape[0]
+    if fill > 0.88:
+        return "square", extent
+    if fill > 0.65:
+        return "circle", extent
+    widths = box.sum(dim=1)
+    widest = (widths >= widths.max() - 0.5).nonzero().float().mean().item() / max(height - 1, 1)
+    return ("triangle" if widest > 0.7 else "diamond"), extent
+
+
+def _read_style(unlit: torch.Tensor, background: torch.Tensor, mask: torch.Tensor) -> str:
+    far = ~_dilate(mask, 13)
+    residual = (unlit - background).mean(dim=0)[far]
+    texture = residual.std().item() if residual.numel() > 50 else 0.0
+    rows = background.mean(dim=0)[:, 0]
+    gradient = (rows[:8].mean() - rows[-8:].mean()).item()
+    if texture > TEXTURE_PAINTING:
+        return "painting"
+    if gradient > GRADIENT_PHOTO:
+        return "photo"
+    return "flat"
+
+
+def read_attributes(image: torch.Tensor) -> dict[str, str]:
+    """All six attributes of one image ``[3, H, W]``; ``shape`` etc. are ``"none"`` if no shape."""
+    lighting = _read_lighting(image)
+    unlit = _unlight(image, lighting)
+    side = torch.cat([unlit[:, :, :BORDER], unlit[:, :, -BORDER:]], dim=2).mean(dim=2)
+    background = side[:, :, None].expand_as(unlit)
+    level = side.median(dim=1).values.mean().item()
+    bg_name = "white" if level > 0.72 else "black" if level < 0.28 else "gray"
+    mask = (unlit - background).norm(dim=0) > MASK_DISTANCE
+    opened = _dilate(~_dilate(~mask, 3), 3)
+    chroma = unlit.max(dim=0).values - unlit.min(dim=0).values
+    core = (chroma > SHAPE_CHROMA) & _dilate(opened, 5)
+    result = {
+        "background": bg_name,
+        "lighting": lighting,
+        "style": _read_style(unlit, background, mask),
+    }
+    if core.sum() < 12:
+        return {**result, "shape": "none", "colour": "none", "size": "none"}
+    shape, extent = _read_shape(core)
+    colour = _hue_name(unlit[:, core].median(dim=1).values)
+    size = "large" if extent > LARGE_EXTENT else "small"
+    return {**result, "shape": shape, "colour": colour, "size": size}
+
+
+def judge(images: torch.Tensor) -> list[dict[str, str]]:
+    """The attributes of each image in a batch ``[B, 3, H, W]`` of pixels in [0, 1]."""
+    check_pixels(images)
+    return [read_attributes(image.detach().float().cpu()) for image in images]
+
+
+@dataclass
+class Verdict:
+    """How one image matches its prompt.
+
+    ``matches``: each attribute the prompt names, and whether the image shows it.
+    ``unchecked_words``: words of the prompt the world does not know, so nothing checks them.
+    ``unnamed``: attribute families the prompt leaves open.
+    """
+
+    attributes: dict[str, str]
+    matches: dict[str, bool]
+    unchecked_words: list[str] = field(default_factory=list)
+    unnamed: list[str] = field(default_factory=list)
+
+    @property
+    def faithful(self) -> bool:
+        """Every attribute the prompt names is shown."""
+        return all(self.matches.values())
+
+
+def check(images: torch.Tensor, prompts: Sequence[str]) -> list[Verdict]:
+    """Judge images against their prompts.
+
+    Words the tiny world does not know are allowed (the models see them as tokens); each
+    verdict lists them as unchecked.
+    """
+    if len(prompts) != images.shape[0]:
+        raise ValueError(f"check needs one prompt per image: {images.shape[0]} vs {len(prompts)}")
+    verdicts = []
+    for attributes, prompt in zip(judge(images), prompts, strict=True):
+        named, unknown = parse_prompt(prompt)
+        matches = {family: attributes[family] == value for family, value in named.items()}
+        unnamed = [f for f in FAMILIES if f not in named]
+        verdicts.append(Verdict(attributes, matches, unknown, unnamed))
+    return verdicts

@@ -1,0 +1,233 @@
+"""Training the tiny world from seeds: VAE, reward dual encoder, then the generator.
+
+Each stage is a short, readable loop over the rendered stream. ``train_world`` runs all
+three and writes the weights and a manifest that the backends load.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from diffusers import AutoencoderKL
+from tqdm.auto import tqdm
+
+from srpo.models.flux import image_ids, pack_latents
+from srpo.tiny_world import models
+from srpo.tiny_world.data import stream
+from srpo.tiny_world.weights import MANIFEST, save_component, write_json_atomic
+
+
+@dataclass
+class WorldTraining:
+    """Steps, batches and learning rates of the three stages (defaults fit 30 min on 2 cores),
+    and the guidance scale the shipped generator samples with."""
+
+    seed: int = 0
+    vae_steps: int = 1200
+    vae_batch: int = 16
+    vae_lr: float = 2e-3
+    vae_kl: float = 1e-6
+    reward_steps: int = 900
+    reward_batch: int = 128
+    reward_lr: float = 1e-3
+    generator_steps: int = 4000
+    generator_batch: int = 32
+    generator_lr: float = 1e-3
+    prompt_dropout: float = 0.1
+    ema: float = 0.998
+    cfg_scale: float = 1.0
+    threads: int = 2
+
+
+def _cosine_lr(step: int, total: int, base: float, warmup: int = 100) -> float:
+    if step < warmup:
+        return base * (step + 1) / warmup
+    progress = (step - warmup) / max(total - warmup, 1)
+    return base * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def _set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+def train_vae(cfg: WorldTraining, show: bool = True) -> AutoencoderKL:
+    """An ``AutoencoderKL`` with L1 reconstruction and a small KL; latent scale set after."""
+    torch.manual_seed(cfg.seed)
+    vae = models.build_vae()
+    optimizer = torch.optim.Adam(vae.parameters(), lr=cfg.vae_lr)
+    data = stream(cfg.vae_batch, seed=cfg.seed * 7919 + 1)
+    bar = tqdm(range(cfg.vae_steps), desc="vae", disable=not show)
+    for step in bar:
+        _set_lr(optimizer, _cosine_lr(step, cfg.vae_steps, cfg.vae_lr))
+        x = next(data).images * 2 - 1
+        posterior = vae.encode(x).latent_dist
+        reconstruction = vae.decode(posterior.sample()).sample
+        l1 = (reconstruction - x).abs().mean()
+        loss = l1 + F.mse_loss(reconstruction, x) + cfg.vae_kl * posterior.kl().mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        bar.set_postfix(l1=f"{l1.item():.4f}")
+    vae.eval()
+    with torch.no_grad():
+        latents = torch.cat(
+            [vae.encode(next(data).images * 2 - 1).latent_dist.mode() for _ in range(16)]
+        )
+    vae.register_to_config(
+        scaling_factor=float(1 / latents.std()), shift_factor=float(latents.mean())
+    )
+    return vae
+
+
+def train_reward(cfg: WorldTraining, show: bool = True) -> torch.nn.Module:
+    """A CLIP dual encoder trained contrastively on images and random partial captions."""
+    torch.manual_seed(cfg.seed + 1)
+    model = models.build_reward_model()
+    tokenizer = models.tokenizer()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.reward_lr, weight_decay=0.05)
+    data = stream(cfg.reward_batch, seed=cfg.seed * 7919 + 2, keep=0.5)
+    mean = torch.tensor(models.REWARD_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(models.REWARD_STD).view(1, 3, 1, 1)
+    bar = tqdm(range(cfg.reward_steps), desc="reward", disable=not show)
+    for step in bar:
+        _set_lr(optimizer, _cosine_lr(step, cfg.reward_steps, cfg.reward_lr))
+        batch = next(data)
+        tokens = tokenizer(
+            batch.captions,
+            padding="max_length",
+            max_length=models.MAX_TOKENS,
+            truncation=True,
+            return_tensors="pt",
+        )
+        out = model(
+            input_ids=tokens.input_ids,
+            attention_mask=tokens.attention_mask,
+            pixel_values=(batch.images - mean) / std,
+        )
+        # Captions repeat within a batch: every image whose caption text matches is a positive.
+        same = torch.tensor(
+            [[a == b for b in batch.captions] for a in batch.captions], dtype=torch.float32
+        )
+        targets = same / same.sum(dim=1, keepdim=True)
+        logits = out.logits_per_image
+        loss = 0.5 * (
+            -(targets * logits.log_softmax(dim=1)).sum(1).mean()
+            - (targets * logits.t().log_softmax(dim=1)).sum(1).mean()
+        )
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+    return model.eval()
+
+
+def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    with torch.no_grad():
+        for e, p in zip(ema.parameters(), model.parameters(), strict=True):
+            e.lerp_(p, 1 - decay)
+
+
+def train_generator(cfg: WorldTraining, vae: AutoencoderKL, show: bool = True):
+    """Rectified-flow training of the FLUX transformer and its text tower (prompt dropout
+    for classifier-free guidance); returns EMA copies of both."""
+    torch.manual_seed(cfg.seed + 2)
+    transformer = models.build_transformer()
+    text_encoder = models.build_text_encoder()
+    ema_transformer, ema_text = models.build_transformer(), models.build_text_encoder()
+    ema_transformer.load_state_dict(transformer.state_dict())
+    ema_text.load_state_dict(text_encoder.state_dict())
+    encoder = models.TinyPromptEncoder(text_encoder)
+    params = [*transformer.parameters(), *text_encoder.parameters()]
+    optimizer = torch.optim.AdamW(params, lr=cfg.generator_lr, weight_decay=0.01)
+    data = stream(cfg.generator_batch, seed=cfg.seed * 7919 + 3)
+    rng = random.Random(cfg.seed + 3)
+    scale, shift = vae.config.scaling_factor, vae.config.shift_factor
+    ids = image_ids(16, 16)
+    bar = tqdm(range(cfg.generator_steps), desc="generator", disable=not show)
+    for step in bar:
+        _set_lr(optimizer, _cosine_lr(step, cfg.generator_steps, cfg.generator_lr, warmup=200))
+        batch = next(data)
+        captions = ["" if rng.random() < cfg.prompt_dropout else c for c in batch.captions]
+        with torch.no_grad():
+            latents = vae.encode(batch.images * 2 - 1).latent_dist.mode()
+            x0 = pack_latents((latents - shift) * scale)
+        eps = torch.randn_like(x0)
+        sigma = torch.sigmoid(torch.randn(x0.shape[0]))
+        x_s = (1 - sigma[:, None, None]) * x0 + sigma[:, None, None] * eps
+        sequence, pooled = encoder.forward_ids(encoder.tokens(captions))
+        prediction = transformer(
+            hidden_states=x_s,
+            timestep=sigma,
+            pooled_projections=pooled,
+            encoder_hidden_states=sequence,
+            txt_ids=torch.zeros(sequence.shape[1], 3),
+            img_ids=ids,
+            return_dict=False,
+        )[0]
+        loss = F.mse_loss(prediction, eps - x0)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        _ema_update(ema_transformer, transformer, cfg.ema if step > 500 else 0.0)
+        _ema_update(ema_text, text_encoder, cfg.ema if step > 500 else 0.0)
+        bar.set_postfix(loss=f"{loss.item():.4f}")
+    return ema_transformer.eval(), ema_text.eval()
+
+
+def train_world(directory: Path, cfg: WorldTraining, show: bool = True) -> dict[str, Any]:
+    """Train every model from ``cfg.seed`` and write weights + manifest into ``directory``."""
+    torch.set_num_threads(cfg.threads)
+    directory = Path(directory)
+    timings, files = {}, {}
+    start = time.perf_counter()
+    vae = train_vae(cfg, show)
+    files["vae"] = save_component(directory, "vae", vae)
+    timings["vae"] = time.perf_counter() - start
+    reward = train_reward(cfg, show)
+    files["reward"] = save_component(directory, "reward", reward)
+    timings["reward"] = time.perf_counter() - start - sum(timings.values())
+    transformer, text_encoder = train_generator(cfg, vae, show)
+    files["transformer"] = save_component(directory, "transformer", transformer)
+    files["text_encoder"] = save_component(directory, "text_encoder", text_encoder)
+    timings["generator"] = time.perf_counter() - start - sum(timings.values())
+    manifest = {
+        "files": files,
+        "configs": {
+            "vae": dict(vae.config),
+            "transformer": models.TRANSFORMER_CONFIG,
+            "text_encoder": models.TEXT_ENCODER_CONFIG,
+            "reward": models.REWARD_CONFIG,
+            "reward_preprocess": {"mean": models.REWARD_MEAN, "std": models.REWARD_STD},
+            "max_tokens": models.MAX_TOKENS,
+        },
+        "training": asdict(cfg),
+        "training_seconds": {k: round(v, 1) for k, v in timings.items()},
+    }
+    write_json_atomic(directory / MANIFEST, manifest)
+    return manifest
+
+
+def train_and_gate(directory: Path | str | None = None, seed: int = 0, show: bool = True):
+    """``srpo tiny-world train``: train from seeds, run the full gates, record both in the
+    manifest (with the sampling settings the gates used). Returns the manifest."""
+    from srpo.models.tiny import DEFAULT_SAMPLING
+    from srpo.tiny_world.gates import evaluate
+    from srpo.tiny_world.weights import WEIGHTS_DIR
+
+    directory = Path(directory or WEIGHTS_DIR)
+    cfg = WorldTraining(seed=seed)
+    manifest = train_world(directory, cfg, show)
+    manifest["sampling"] = {**DEFAULT_SAMPLING, "cfg_scale": cfg.cfg_scale}
+    write_json_atomic(directory / MANIFEST, manifest)
+    manifest["gates"] = evaluate(directory)
+    write_json_atomic(directory / MANIFEST, manifest)
+    return manifest
