@@ -25,7 +25,7 @@ WARM_TINT = 0.15
 DARK_CEILING = 0.5
 MASK_DISTANCE = 0.3
 SHAPE_CHROMA = 0.3
-LARGE_EXTENT = 25 / 64
+LARGE_EXTENT = 28 / 64
 TEXTURE_PAINTING = 0.025
 GRADIENT_PHOTO = 0.07
 _HUES = {name: colorsys.rgb_to_hsv(*rgb)[0] for name, rgb in COLOURS.items()}
@@ -63,21 +63,46 @@ def _hue_name(rgb: torch.Tensor) -> str:
     return min(_HUES, key=lambda name: min(abs(hue - _HUES[name]), 1 - abs(hue - _HUES[name])))
 
 
+def _longest_run(present: torch.Tensor) -> tuple[int, int]:
+    """First and last index of the longest run of True (stray pixels elsewhere are ignored)."""
+    best, start = (0, -1), None
+    for i, flag in enumerate([*present.tolist(), False]):
+        if flag and start is None:
+            start = i
+        elif not flag and start is not None:
+            if i - start > best[1] - best[0] + 1:
+                best = (start, i - 1)
+            start = None
+    return best
+
+
 def _read_shape(core: torch.Tensor) -> tuple[str, float]:
-    """Shape name and extent (fraction of the image) from the shape's pixel mask."""
-    rows, cols = core.any(dim=1).nonzero().flatten(), core.any(dim=0).nonzero().flatten()
-    top, bottom, left, right = rows.min(), rows.max(), cols.min(), cols.max()
-    box = core[top : bottom + 1, left : right + 1].float()
-    height, width = box.shape
-    fill = box.mean().item()
-    extent = max(height, width) / core.shape[0]
-    if fill > 0.88:
-        return "square", extent
-    if fill > 0.65:
-        return "circle", extent
-    widths = box.sum(dim=1)
-    widest = (widths >= widths.max() - 0.5).nonzero().float().mean().item() / max(height - 1, 1)
-    return ("triangle" if widest > 0.7 else "diamond"), extent
+    """Shape name and extent (fraction of the image) from the shape's pixel mask.
+
+    Reads the width profile: at a quarter and three quarters of the height a square is as
+    wide as at the middle, a circle about 0.87 times, a diamond half; an upward triangle
+    is half as wide at a quarter and 1.5 times as wide at three quarters. Thresholds sit
+    between these values with room for the blunted tips that a VAE or a generator leaves.
+    """
+    top, bottom = _longest_run(core.any(dim=1))
+    left, right = _longest_run(core[top : bottom + 1].any(dim=0))
+    widths = core[top : bottom + 1].float().sum(dim=1)
+    extent = max(bottom - top + 1, right - left + 1) / core.shape[0]
+
+    def width_at(fraction: float) -> float:
+        position = fraction * (len(widths) - 1)
+        low = int(position)
+        high = min(low + 1, len(widths) - 1)
+        return float(widths[low] + (widths[high] - widths[low]) * (position - low))
+
+    middle = max(width_at(0.5), 1.0)
+    upper, lower = width_at(0.25) / middle, width_at(0.75) / middle
+    if lower - upper > 0.3:
+        return "triangle", extent
+    mean = (upper + lower) / 2
+    if mean < 0.78:
+        return "diamond", extent
+    return ("circle" if mean < 0.94 else "square"), extent
 
 
 def _read_style(unlit: torch.Tensor, background: torch.Tensor, mask: torch.Tensor) -> str:

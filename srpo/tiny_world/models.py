@@ -1,7 +1,7 @@
 """The tiny world's model configs: the same classes as the real world, only small.
 
 Generator: diffusers ``FluxTransformer2DModel`` on a diffusers ``AutoencoderKL`` latent
-(4 channels at 1/4 resolution), conditioned on its own CLIP-style text tower. Reward: a
+(8 channels at 1/4 resolution), conditioned on its own CLIP-style text tower. Reward: a
 transformers ``CLIPModel`` dual encoder, used through the same ``CLIPReward`` as PickScore.
 Both text towers share one word-level tokenizer built from the world's vocabulary.
 """
@@ -27,7 +27,7 @@ VAE_CONFIG = {
     "up_block_types": ["UpDecoderBlock2D"] * 3,
     "block_out_channels": [16, 32, 32],
     "layers_per_block": 1,
-    "latent_channels": 4,
+    "latent_channels": 8,
     "norm_num_groups": 4,
     "sample_size": 64,
     "mid_block_add_attention": False,
@@ -35,7 +35,7 @@ VAE_CONFIG = {
 
 TRANSFORMER_CONFIG = {
     "patch_size": 1,
-    "in_channels": 16,
+    "in_channels": 32,
     "num_layers": 2,
     "num_single_layers": 2,
     "attention_head_dim": 32,

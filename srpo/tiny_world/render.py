@@ -1,8 +1,8 @@
 """Procedural rendering of tiny-world scenes, vectorised in torch.
 
 The rules (which the judge reads back):
-- shape: a signed-distance mask, anti-aliased over one pixel; radius 0.15 (small) or
-  0.28 (large) of the image, centre jittered by up to 0.07.
+- shape: a signed-distance mask, anti-aliased over one pixel; radius 0.18 (small) or
+  0.3 (large) of the image, centre jittered by up to 0.05.
 - style ``flat``: uniform background and shape colour.
 - style ``photo``: a vertical background gradient (+0.12 at the top, -0.12 at the
   bottom), a soft drop shadow, and shading across the shape (x0.75 to x1.2).
@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from srpo.tiny_world.world import BACKGROUNDS, COLOURS, Scene, scenes_tensor
 
 IMAGE_SIZE = 64
-RADIUS = {"small": 0.15, "large": 0.28}
+RADIUS = {"small": 0.18, "large": 0.3}
 LIGHTING_GAIN = {
     "bright": (0.7, 0.7, 0.7),
     "dark": (0.4, 0.4, 0.4),
@@ -36,7 +36,7 @@ GRADIENT = 0.12
 SHADOW = 0.12
 
 
-def _signed_distance(shape: torch.Tensor, dx: torch.Tensor, dy: torch.Tensor, r: torch.Tensor):
+def signed_distance(shape: torch.Tensor, dx: torch.Tensor, dy: torch.Tensor, r: torch.Tensor):
     """Positive inside, in image-width units; ``shape`` indexes world.SHAPES."""
     circle = r - torch.sqrt(dx**2 + dy**2)
     square = 0.85 * r - torch.maximum(dx.abs(), dy.abs())
@@ -60,7 +60,7 @@ def render(scenes: Sequence[Scene], size: int = IMAGE_SIZE) -> torch.Tensor:
     cx = (0.5 + t["dx"]).view(b, 1, 1)
     cy = (0.5 + t["dy"]).view(b, 1, 1)
     radius = torch.tensor([RADIUS[s.size] for s in scenes]).view(b, 1, 1)
-    sd = _signed_distance(t["shape"], u - cx, v - cy, radius)
+    sd = signed_distance(t["shape"], u - cx, v - cy, radius)
     mask = _coverage(sd, size).unsqueeze(1)
 
     colour = torch.tensor([COLOURS[s.colour] for s in scenes]).view(b, 3, 1, 1)
@@ -72,7 +72,7 @@ def render(scenes: Sequence[Scene], size: int = IMAGE_SIZE) -> torch.Tensor:
     painting = torch.tensor([s.style == "painting" for s in scenes]).view(b, 1, 1, 1)
 
     gradient = (GRADIENT - 2 * GRADIENT * v).unsqueeze(1)
-    shadow_sd = _signed_distance(t["shape"], u - cx - 0.05, v - cy - 0.05, radius)
+    shadow_sd = signed_distance(t["shape"], u - cx - 0.05, v - cy - 0.05, radius)
     shadow = F.avg_pool2d(_coverage(shadow_sd, size).unsqueeze(1), 5, stride=1, padding=2)
     highlight = torch.sqrt((u - cx + 0.4 * radius) ** 2 + (v - cy + 0.4 * radius) ** 2) / radius
     shading = (1.2 - 0.3 * highlight).clamp(0.75, 1.2).unsqueeze(1)

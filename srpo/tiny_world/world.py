@@ -79,7 +79,7 @@ def sample_scenes(n: int, rng: random.Random, **fixed: str) -> list[Scene]:
     scenes = []
     for _ in range(n):
         values = {f: fixed.get(f) or rng.choice(options) for f, options in FAMILIES.items()}
-        scenes.append(Scene(**values, dx=rng.uniform(-0.07, 0.07), dy=rng.uniform(-0.07, 0.07)))
+        scenes.append(Scene(**values, dx=rng.uniform(-0.05, 0.05), dy=rng.uniform(-0.05, 0.05)))
     return scenes
 
 
