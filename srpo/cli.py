@@ -77,6 +77,19 @@ def _sampling_defaults(model: str, path: str | None) -> dict[str, float]:
     return {"steps": 28, "shift": 3.0}
 
 
+def _train(args: argparse.Namespace) -> int:
+    from srpo.config import load_config
+    from srpo.train import train
+
+    config_path = Path(args.config)
+    config = load_config(config_path)
+    output = Path(args.output or Path("outputs") / config_path.stem)
+    result = train(config, output, config_dir=config_path.parent, show_progress=True)
+    where = result.checkpoint.path if result.checkpoint else output
+    print(f"{'cancelled' if result.cancelled else 'finished'} at step {result.step}: {where}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = argparse.ArgumentParser(prog="srpo", description=__doc__)
@@ -94,16 +107,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     tiny = commands.add_parser("tiny-world", help="train or gate the embedded tiny world")
     tiny_commands = tiny.add_subparsers(dest="tiny", required=True)
-    train = tiny_commands.add_parser("train", help="train VAE, reward and generator from seeds")
-    train.add_argument("--out", default=None, help="weights folder (default: the shipped one)")
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--json", action="store_true")
-    train.set_defaults(run=_tiny_train)
+    world = tiny_commands.add_parser("train", help="train VAE, reward and generator from seeds")
+    world.add_argument("--out", default=None, help="weights folder (default: the shipped one)")
+    world.add_argument("--seed", type=int, default=0)
+    world.add_argument("--json", action="store_true")
+    world.set_defaults(run=_tiny_train)
     gates = tiny_commands.add_parser("gates", help="evaluate the quality gates")
     gates.add_argument("--json", action="store_true", help="print one JSON object")
     gates.add_argument("--weights", default=None, help="weights folder (default: shipped)")
     gates.add_argument("--quick", action="store_true", help="smaller held-out sets")
     gates.set_defaults(run=_tiny_gates)
+
+    train = commands.add_parser("train", help="fine-tune from a YAML config (resumes if it can)")
+    train.add_argument("config", help="training config (YAML)")
+    train.add_argument("--output", default=None, help="run folder (default: outputs/<config name>)")
+    train.set_defaults(run=_train)
 
     sample = commands.add_parser("sample", help="write a labelled grid of samples")
     sample.add_argument("--model", default="tiny", help="tiny or flux")

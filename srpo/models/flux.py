@@ -73,6 +73,9 @@ class FluxGenerator(nn.Module):
             )
         self.guidance = float(guidance)
         self.cfg_scale = float(cfg_scale)
+        # Read once: the transformer may later be wrapped (DDP, FSDP) and lose ``config``.
+        self.guidance_embeds = bool(transformer.config.guidance_embeds)
+        self.in_channels = int(transformer.config.in_channels)
         self.set_resolution(resolution)
 
     def set_resolution(self, resolution: tuple[int, int]) -> None:
@@ -129,7 +132,7 @@ class FluxGenerator(nn.Module):
             embeds = torch.cat([cond.uncond_embeds, embeds])
             pooled = torch.cat([cond.uncond_pooled, pooled])
         guidance = None
-        if self.transformer.config.guidance_embeds:
+        if self.guidance_embeds:
             guidance = torch.full_like(sigma, self.guidance)
         out = self.transformer(
             hidden_states=latents,
@@ -166,7 +169,7 @@ class FluxGenerator(nn.Module):
 
     def noise(self, batch: int, generator: torch.Generator | None = None) -> torch.Tensor:
         h, w = self.latent_hw
-        shape = (batch, (h // 2) * (w // 2), self.transformer.config.in_channels)
+        shape = (batch, (h // 2) * (w // 2), self.in_channels)
         return torch.randn(shape, generator=generator).to(self.device, self.dtype)
 
     @torch.no_grad()

@@ -1,0 +1,151 @@
+"""Training checkpoints: written atomically, verified by sha256, found again on resume.
+
+A checkpoint is a folder ``checkpoints/step-000010/`` holding the trained weights (LoRA in
+the diffusers format ``FluxPipeline.load_lora_weights`` reads, or the full transformer in
+the diffusers folder layout), the optimiser state, RNG states, the step and a manifest with
+the sha256 of every file. It is written as ``.step-000010.tmp`` and renamed when complete,
+so a crash during a save leaves the previous checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from srpo.tiny_world.weights import sha256_file, write_json_atomic
+
+LORA_FILE = "pytorch_lora_weights.safetensors"
+MANIFEST = "manifest.json"
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A complete, verified checkpoint on disk."""
+
+    path: Path
+    step: int
+    format: str
+    manifest: dict[str, Any]
+
+
+def rng_state() -> dict[str, Any]:
+    """Python, NumPy and torch RNG states."""
+    return {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore the states saved by :func:`rng_state`."""
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+
+
+def lora_state_dict(transformer: nn.Module) -> dict[str, torch.Tensor]:
+    """The transformer's LoRA weights with diffusers' ``transformer.`` prefix."""
+    from peft.utils import get_peft_model_state_dict
+
+    return {f"transformer.{k}": v for k, v in get_peft_model_state_dict(transformer).items()}
+
+
+def save_checkpoint(
+    root: Path,
+    step: int,
+    transformer: nn.Module,
+    lora: bool,
+    optimizer: torch.optim.Optimizer,
+    manifest: dict[str, Any],
+) -> Checkpoint:
+    """Write a checkpoint atomically under ``root/checkpoints``; returns it."""
+    from safetensors.torch import save_file
+
+    parent = Path(root) / "checkpoints"
+    parent.mkdir(parents=True, exist_ok=True)
+    final = parent / f"step-{step:06d}"
+    tmp = parent / f".step-{step:06d}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    if lora:
+        state = {k: v.detach().contiguous().cpu() for k, v in lora_state_dict(transformer).items()}
+        save_file(state, str(tmp / LORA_FILE), metadata={"format": "pt"})
+    else:
+        transformer.save_pretrained(tmp / "transformer", safe_serialization=True)
+    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    torch.save(rng_state(), tmp / "rng.pt")
+    files = {
+        str(path.relative_to(tmp)): sha256_file(path)
+        for path in sorted(tmp.rglob("*"))
+        if path.is_file()
+    }
+    entry = {**manifest, "step": step, "format": "lora" if lora else "full", "files": files}
+    write_json_atomic(tmp / MANIFEST, entry)
+    _fsync_tree(tmp)
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    return Checkpoint(final, step, entry["format"], entry)
+
+
+def _fsync_tree(folder: Path) -> None:
+    for path in folder.rglob("*"):
+        if path.is_file():
+            with open(path, "rb") as handle:
+                os.fsync(handle.fileno())
+
+
+def verify(path: Path) -> Checkpoint | None:
+    """The checkpoint at ``path`` if its manifest exists and every sha256 matches, else None."""
+    try:
+        manifest = json.loads((path / MANIFEST).read_text())
+        for name, digest in manifest["files"].items():
+            if sha256_file(path / name) != digest:
+                return None
+        return Checkpoint(path, int(manifest["step"]), manifest["format"], manifest)
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def latest_checkpoint(root: Path) -> Checkpoint | None:
+    """The newest complete checkpoint under ``root/checkpoints`` (incomplete ones are skipped)."""
+    parent = Path(root) / "checkpoints"
+    if not parent.is_dir():
+        return None
+    for path in sorted(parent.glob("step-*"), reverse=True):
+        checkpoint = verify(path)
+        if checkpoint is not None:
+            return checkpoint
+    return None
+
+
+def load_checkpoint(
+    checkpoint: Checkpoint, transformer: nn.Module, optimizer: torch.optim.Optimizer | None
+) -> None:
+    """Restore weights (and the optimiser and RNG states) from a verified checkpoint."""
+    from safetensors.torch import load_file
+
+    if checkpoint.format == "lora":
+        from peft.utils import set_peft_model_state_dict
+
+        state = load_file(str(checkpoint.path / LORA_FILE))
+        state = {k.removeprefix("transformer."): v for k, v in state.items()}
+        set_peft_model_state_dict(transformer, state)
+    else:
+        from diffusers import FluxTransformer2DModel
+
+        loaded = FluxTransformer2DModel.from_pretrained(checkpoint.path / "transformer")
+        transformer.load_state_dict(loaded.state_dict())
+    if optimizer is not None:
+        optimizer.load_state_dict(torch.load(checkpoint.path / "optimizer.pt", weights_only=False))
+        set_rng_state(torch.load(checkpoint.path / "rng.pt", weights_only=False))

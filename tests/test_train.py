@@ -1,0 +1,147 @@
+"""The trainer on a briefly trained tiny world: LoRA and full, checkpoints, resume, cancel."""
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from srpo.checkpoints import LORA_FILE, latest_checkpoint
+from srpo.config import make_config
+from srpo.tiny_world.training import WorldTraining, train_world
+from srpo.train import Callback, train
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("tiny")
+    train_world(
+        directory, WorldTraining(vae_steps=2, reward_steps=2, generator_steps=2), show=False
+    )
+    return directory
+
+
+def config(world, **overrides):
+    data = {
+        "model_path": str(world),
+        "reward_path": str(world),
+        "prompts": ["a red circle", "a blue square on a white background"],
+        "positive_words": ["photo"],
+        "negative_words": ["painting"],
+        "rollout_steps": 3,
+        "shift": 1.0,
+        "sigma_range": [0.3, 0.9],
+        "d": 0.05,
+        "batch_size": 2,
+        "steps": 4,
+        "checkpoint_every": 2,
+        "optimizer": {"lr": 1e-3},
+        "lora": {"rank": 4, "alpha": 4},
+    }
+    return make_config({**data, **overrides})
+
+
+def lora_weights(output):
+    return load_file(str(latest_checkpoint(output).path / LORA_FILE))
+
+
+def test_lora_run_checkpoints_and_changes_weights(world, tmp_path):
+    result = train(config(world), tmp_path / "run")
+    assert result.step == 4 and not result.cancelled
+    checkpoint = latest_checkpoint(tmp_path / "run")
+    assert checkpoint.step == 4 and checkpoint.format == "lora"
+    weights = lora_weights(tmp_path / "run")
+    assert all(k.startswith("transformer.") for k in weights)
+    assert any("lora_B" in k and v.abs().sum() > 0 for k, v in weights.items())
+    assert set(checkpoint.manifest["files"]) >= {LORA_FILE, "optimizer.pt", "rng.pt"}
+    assert checkpoint.manifest["control_words"] == {"positive": ["photo"], "negative": ["painting"]}
+
+
+def test_interrupted_and_resumed_run_matches_uninterrupted(world, tmp_path):
+    train(config(world), tmp_path / "straight")
+    train(config(world, steps=2), tmp_path / "resumed")
+    assert latest_checkpoint(tmp_path / "resumed").step == 2
+    train(config(world), tmp_path / "resumed")
+    straight, resumed = lora_weights(tmp_path / "straight"), lora_weights(tmp_path / "resumed")
+    assert straight.keys() == resumed.keys()
+    for key in straight:
+        assert torch.allclose(straight[key], resumed[key], atol=1e-6), key
+
+
+class CancelAfter(Callback):
+    def __init__(self, steps):
+        self.steps, self.seen = steps, []
+
+    def on_progress(self, progress):
+        self.seen.append(progress)
+
+    def should_cancel(self):
+        return len(self.seen) >= self.steps
+
+
+def test_cancel_saves_a_checkpoint_and_stops(world, tmp_path):
+    callback = CancelAfter(1)
+    result = train(config(world, steps=10), tmp_path / "run", callbacks=[callback])
+    assert result.cancelled and result.step == 1
+    assert latest_checkpoint(tmp_path / "run").step == 1
+    progress = callback.seen[0]
+    assert progress.step == 1 and progress.total == 10 and progress.seconds_per_step > 0
+    assert progress.eta_seconds == pytest.approx(9 * progress.seconds_per_step)
+
+
+def test_full_fine_tune_writes_a_diffusers_transformer_folder(world, tmp_path):
+    train(config(world, lora=None, steps=2), tmp_path / "full")
+    checkpoint = latest_checkpoint(tmp_path / "full")
+    assert checkpoint.format == "full"
+    assert (checkpoint.path / "transformer" / "config.json").is_file()
+    assert any(name.endswith(".safetensors") for name in checkpoint.manifest["files"])
+
+
+def test_crash_during_save_leaves_previous_checkpoint(world, tmp_path):
+    train(config(world, steps=2), tmp_path / "run")
+    parent = tmp_path / "run" / "checkpoints"
+    partial = parent / "step-000004"
+    partial.mkdir()
+    (partial / "manifest.json").write_text("{")
+    (parent / ".step-000006.tmp").mkdir()
+    assert latest_checkpoint(tmp_path / "run").step == 2
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"optimizer": {"lr": -1}}, "optimizer.lr"),
+        ({"prompts": []}, "prompts"),
+        ({"method": "dpo"}, "method"),
+        ({"sigma_range": [0.5, 1.2]}, "sigma_range"),
+        ({"d": 0.4, "sigma_range": [0.3, 0.5]}, "too large"),
+        ({"positive_words": []}, "positive_words"),
+    ],
+)
+def test_cli_rejects_invalid_configs_without_creating_output(tmp_path, fields, message):
+    import subprocess
+    import sys
+
+    import yaml
+
+    data = {"prompts": ["a red circle"], "positive_words": ["photo"], "negative_words": ["flat"]}
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump({**data, **fields}))
+    out = tmp_path / "out"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "srpo.cli",
+            "train",
+            str(tmp_path / "bad.yaml"),
+            "--output",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2
+    assert (
+        result.stderr.startswith("srpo: error: invalid training config")
+        and message in result.stderr
+    )
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not out.exists()
