@@ -23,7 +23,9 @@ PROMPTS = ["a red circle", "photo. a large blue square on a white background"]
 def smoke_world(tmp_path_factory):
     directory = tmp_path_factory.mktemp("tiny")
     train_world(
-        directory, WorldTraining(vae_steps=3, reward_steps=3, generator_steps=3), show=False
+        directory,
+        WorldTraining(vae_steps=3, reward_steps=3, generator_steps=3, generator_pool=256),
+        show=False,
     )
     return directory
 

@@ -14,7 +14,9 @@ from srpo.train import Callback, train
 def world(tmp_path_factory):
     directory = tmp_path_factory.mktemp("tiny")
     train_world(
-        directory, WorldTraining(vae_steps=2, reward_steps=2, generator_steps=2), show=False
+        directory,
+        WorldTraining(vae_steps=2, reward_steps=2, generator_steps=2, generator_pool=128),
+        show=False,
     )
     return directory
 

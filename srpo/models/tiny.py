@@ -25,7 +25,10 @@ def load_tiny_generator(
     """Build the tiny FLUX transformer, VAE and text tower from the manifest and load them."""
     directory = Path(directory)
     configs = read_manifest(directory)["configs"]
-    vae = load_component(AutoencoderKL.from_config(configs["vae"]), "vae", directory)
+    # Keys such as ``_use_default_values`` would make diffusers drop the measured latent
+    # scale and shift; the manifest's values are the ones the generator was trained with.
+    vae_config = {k: v for k, v in configs["vae"].items() if not k.startswith("_")}
+    vae = load_component(AutoencoderKL.from_config(vae_config), "vae", directory)
     transformer = load_component(
         FluxTransformer2DModel(**configs["transformer"]), "transformer", directory
     )

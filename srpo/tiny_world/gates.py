@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -97,18 +98,38 @@ def srp_pair_accuracy(reward: CLIPReward, n: int, family: str) -> float:
     return correct / total
 
 
-def generator_gates(generator: FluxGenerator, n: int, batch: int, steps: int, shift: float):
+def generator_gates(
+    generator: FluxGenerator, n: int, batch: int, steps: int, shift: float, seed: int = 2_000_003
+):
     """Fidelity, style/lighting following and unprompted style spread of sampled images."""
-    scenes = heldout(n, seed=2_000_003).scenes
+    scenes = heldout(n, seed=seed).scenes
     content = [describe(s, include=CONTENT) for s in scenes]
-    found = judge(sample_images(generator, content, range(n), steps, shift, batch))
+    seeds = range(seed, seed + 2 * n)
+    found = judge(sample_images(generator, content, seeds[:n], steps, shift, batch))
     fidelity = {f: _accuracy(found, scenes, f) for f in ("shape", "colour")}
     shares = Counter(f["style"] for f in found)
     max_share = max(shares.values()) / n
     named = [describe(s) for s in scenes]
-    found_named = judge(sample_images(generator, named, range(n, 2 * n), steps, shift, batch))
+    found_named = judge(sample_images(generator, named, seeds[n:], steps, shift, batch))
     follow = {f: _accuracy(found_named, scenes, f) for f in ("style", "lighting")}
     return fidelity, follow, max_share, dict(shares)
+
+
+def choose_cfg_scale(
+    generator: FluxGenerator, candidates: Sequence[float], n: int = 60, steps: int = 20
+) -> tuple[float, dict[str, float]]:
+    """The guidance scale whose samples (on a seed set disjoint from the gates') best meet
+    the generator gates: the mean margin over fidelity, following and unprompted spread."""
+    trials = {}
+    for scale in candidates:
+        generator.cfg_scale = scale
+        fidelity, follow, max_share, _ = generator_gates(generator, n, n, steps, 1.0, seed=7)
+        margins = [v - THRESHOLDS["generator_fidelity"] for v in fidelity.values()]
+        margins += [v - THRESHOLDS["generator_style_follow"] for v in follow.values()]
+        margins.append(THRESHOLDS["generator_style_max_share_unprompted"] - max_share)
+        trials[str(scale)] = round(min(margins), 4)
+    best = max(candidates, key=lambda scale: trials[str(scale)])
+    return best, trials
 
 
 def evaluate(

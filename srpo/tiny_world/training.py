@@ -22,13 +22,13 @@ from srpo.models.flux import image_ids, pack_latents
 from srpo.tiny_world import models
 from srpo.tiny_world.data import stream
 from srpo.tiny_world.weights import MANIFEST, save_component, write_json_atomic
-from srpo.tiny_world.world import FAMILIES
+from srpo.tiny_world.world import FAMILIES, random_caption
 
 
 @dataclass
 class WorldTraining:
     """Steps, batches and learning rates of the three stages (defaults fit 30 min on 2 cores),
-    and the guidance scale the shipped generator samples with."""
+    and the guidance scales tried for the shipped generator."""
 
     seed: int = 0
     vae_steps: int = 2000
@@ -39,12 +39,13 @@ class WorldTraining:
     reward_batch: int = 128
     reward_lr: float = 1e-3
     reward_probe_weight: float = 0.5
-    generator_steps: int = 4000
+    generator_steps: int = 5500
     generator_batch: int = 32
     generator_lr: float = 1e-3
+    generator_pool: int = 16384
     prompt_dropout: float = 0.1
     ema: float = 0.998
-    cfg_scale: float = 1.0
+    cfg_candidates: tuple[float, ...] = (1.0, 1.5, 2.0)
     threads: int = 2
 
 
@@ -164,6 +165,24 @@ def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> N
             e.lerp_(p, 1 - decay)
 
 
+@torch.no_grad()
+def encode_pool(vae: AutoencoderKL, size: int, seed: int, show: bool = True):
+    """Render and encode ``size`` scenes once: packed, scaled latents and their scenes.
+
+    Captions are drawn afresh every time a latent is used, so the pool costs no variety in
+    text; encoding once keeps the VAE out of the generator's training step.
+    """
+    data = stream(128, seed=seed)
+    latents, scenes = [], []
+    scale, shift = vae.config.scaling_factor, vae.config.shift_factor
+    for _ in tqdm(range(-(-size // 128)), desc="encode", disable=not show):
+        batch = next(data)
+        encoded = vae.encode(batch.images * 2 - 1).latent_dist.mode()
+        latents.append(pack_latents((encoded - shift) * scale))
+        scenes.extend(batch.scenes)
+    return torch.cat(latents)[:size], scenes[:size]
+
+
 def train_generator(cfg: WorldTraining, vae: AutoencoderKL, show: bool = True):
     """Rectified-flow training of the FLUX transformer and its text tower (prompt dropout
     for classifier-free guidance); returns EMA copies of both."""
@@ -176,18 +195,18 @@ def train_generator(cfg: WorldTraining, vae: AutoencoderKL, show: bool = True):
     encoder = models.TinyPromptEncoder(text_encoder)
     params = [*transformer.parameters(), *text_encoder.parameters()]
     optimizer = torch.optim.AdamW(params, lr=cfg.generator_lr, weight_decay=0.01)
-    data = stream(cfg.generator_batch, seed=cfg.seed * 7919 + 3)
+    pool, scenes = encode_pool(vae, cfg.generator_pool, seed=cfg.seed * 7919 + 3, show=show)
     rng = random.Random(cfg.seed + 3)
-    scale, shift = vae.config.scaling_factor, vae.config.shift_factor
     ids = image_ids(16, 16)
     bar = tqdm(range(cfg.generator_steps), desc="generator", disable=not show)
     for step in bar:
         _set_lr(optimizer, _cosine_lr(step, cfg.generator_steps, cfg.generator_lr, warmup=200))
-        batch = next(data)
-        captions = ["" if rng.random() < cfg.prompt_dropout else c for c in batch.captions]
-        with torch.no_grad():
-            latents = vae.encode(batch.images * 2 - 1).latent_dist.mode()
-            x0 = pack_latents((latents - shift) * scale)
+        index = torch.randint(len(pool), (cfg.generator_batch,))
+        x0 = pool[index]
+        captions = [
+            "" if rng.random() < cfg.prompt_dropout else random_caption(scenes[i], rng)
+            for i in index.tolist()
+        ]
         eps = torch.randn_like(x0)
         sigma = torch.sigmoid(torch.randn(x0.shape[0]))
         x_s = (1 - sigma[:, None, None]) * x0 + sigma[:, None, None] * eps
@@ -231,7 +250,7 @@ def train_world(directory: Path, cfg: WorldTraining, show: bool = True) -> dict[
     manifest = {
         "files": files,
         "configs": {
-            "vae": dict(vae.config),
+            "vae": {k: v for k, v in vae.config.items() if not k.startswith("_")},
             "transformer": models.TRANSFORMER_CONFIG,
             "text_encoder": models.TEXT_ENCODER_CONFIG,
             "reward": models.REWARD_CONFIG,
@@ -246,16 +265,17 @@ def train_world(directory: Path, cfg: WorldTraining, show: bool = True) -> dict[
 
 
 def train_and_gate(directory: Path | str | None = None, seed: int = 0, show: bool = True):
-    """``srpo tiny-world train``: train from seeds, run the full gates, record both in the
-    manifest (with the sampling settings the gates used). Returns the manifest."""
-    from srpo.models.tiny import DEFAULT_SAMPLING
-    from srpo.tiny_world.gates import evaluate
+    """``srpo tiny-world train``: train from seeds, choose the guidance scale on a small
+    sample, run the full gates, and record both in the manifest. Returns the manifest."""
+    from srpo.models.tiny import DEFAULT_SAMPLING, load_tiny_generator
+    from srpo.tiny_world.gates import choose_cfg_scale, evaluate
     from srpo.tiny_world.weights import WEIGHTS_DIR
 
     directory = Path(directory or WEIGHTS_DIR)
     cfg = WorldTraining(seed=seed)
     manifest = train_world(directory, cfg, show)
-    manifest["sampling"] = {**DEFAULT_SAMPLING, "cfg_scale": cfg.cfg_scale}
+    scale, trials = choose_cfg_scale(load_tiny_generator(directory), cfg.cfg_candidates)
+    manifest["sampling"] = {**DEFAULT_SAMPLING, "cfg_scale": scale, "cfg_trials": trials}
     write_json_atomic(directory / MANIFEST, manifest)
     manifest["gates"] = evaluate(directory)
     write_json_atomic(directory / MANIFEST, manifest)
