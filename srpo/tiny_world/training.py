@@ -39,7 +39,8 @@ class WorldTraining:
     reward_batch: int = 128
     reward_lr: float = 1e-3
     reward_probe_weight: float = 0.5
-    generator_steps: int = 5500
+    text_steps: int = 700
+    generator_steps: int = 5200
     generator_batch: int = 32
     generator_lr: float = 1e-3
     generator_pool: int = 16384
@@ -100,7 +101,9 @@ def train_vae(cfg: WorldTraining, show: bool = True) -> AutoencoderKL:
     return vae
 
 
-def train_reward(cfg: WorldTraining, show: bool = True) -> torch.nn.Module:
+def train_reward(
+    cfg: WorldTraining, show: bool = True, seed_offset: int = 1, steps: int | None = None
+) -> torch.nn.Module:
     """A CLIP dual encoder trained contrastively on images and random partial captions.
 
     A linear probe per attribute family on the image embedding adds a supervised signal
@@ -108,19 +111,20 @@ def train_reward(cfg: WorldTraining, show: bool = True) -> torch.nn.Module:
     statistics quickly but shape, size and style too slowly for a 2-core budget. The
     probes are dropped after training: the reward is the dual encoder alone.
     """
-    torch.manual_seed(cfg.seed + 1)
+    steps = steps or cfg.reward_steps
+    torch.manual_seed(cfg.seed + seed_offset)
     model = models.build_reward_model()
     dim = model.config.projection_dim
     probes = torch.nn.ModuleDict({f: torch.nn.Linear(dim, len(v)) for f, v in FAMILIES.items()})
     tokenizer = models.tokenizer()
     params = [*model.parameters(), *probes.parameters()]
     optimizer = torch.optim.AdamW(params, lr=cfg.reward_lr, weight_decay=0.05)
-    data = stream(cfg.reward_batch, seed=cfg.seed * 7919 + 2, keep=0.5)
+    data = stream(cfg.reward_batch, seed=cfg.seed * 7919 + 2 * seed_offset, keep=0.5)
     mean = torch.tensor(models.REWARD_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(models.REWARD_STD).view(1, 3, 1, 1)
-    bar = tqdm(range(cfg.reward_steps), desc="reward", disable=not show)
+    bar = tqdm(range(steps), desc="reward" if seed_offset == 1 else "text", disable=not show)
     for step in bar:
-        _set_lr(optimizer, _cosine_lr(step, cfg.reward_steps, cfg.reward_lr))
+        _set_lr(optimizer, _cosine_lr(step, steps, cfg.reward_lr))
         batch = next(data)
         tokens = tokenizer(
             batch.captions,
@@ -159,6 +163,16 @@ def train_reward(cfg: WorldTraining, show: bool = True) -> torch.nn.Module:
     return model.eval()
 
 
+def train_text_encoder(cfg: WorldTraining, show: bool = True):
+    """The generator's text tower: the text half of a second CLIP, trained like the reward
+    but from another seed and stream (separate from the reward, as CLIP-L and T5 are
+    separate from HPS), then frozen for the generator."""
+    clip = train_reward(cfg, show, seed_offset=4, steps=cfg.text_steps)
+    text_encoder = models.build_text_encoder()
+    text_encoder.load_state_dict(clip.text_model.state_dict())
+    return text_encoder.eval().requires_grad_(False)
+
+
 def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
     with torch.no_grad():
         for e, p in zip(ema.parameters(), model.parameters(), strict=True):
@@ -183,17 +197,17 @@ def encode_pool(vae: AutoencoderKL, size: int, seed: int, show: bool = True):
     return torch.cat(latents)[:size], scenes[:size]
 
 
-def train_generator(cfg: WorldTraining, vae: AutoencoderKL, show: bool = True):
-    """Rectified-flow training of the FLUX transformer and its text tower (prompt dropout
-    for classifier-free guidance); returns EMA copies of both."""
+def train_generator(
+    cfg: WorldTraining, vae: AutoencoderKL, text_encoder: torch.nn.Module, show: bool = True
+):
+    """Rectified-flow training of the FLUX transformer on pre-encoded latents, conditioned on
+    the frozen text tower (prompt dropout for classifier-free guidance); returns its EMA."""
     torch.manual_seed(cfg.seed + 2)
     transformer = models.build_transformer()
-    text_encoder = models.build_text_encoder()
-    ema_transformer, ema_text = models.build_transformer(), models.build_text_encoder()
+    ema_transformer = models.build_transformer()
     ema_transformer.load_state_dict(transformer.state_dict())
-    ema_text.load_state_dict(text_encoder.state_dict())
     encoder = models.TinyPromptEncoder(text_encoder)
-    params = [*transformer.parameters(), *text_encoder.parameters()]
+    params = list(transformer.parameters())
     optimizer = torch.optim.AdamW(params, lr=cfg.generator_lr, weight_decay=0.01)
     pool, scenes = encode_pool(vae, cfg.generator_pool, seed=cfg.seed * 7919 + 3, show=show)
     rng = random.Random(cfg.seed + 3)
@@ -210,7 +224,7 @@ def train_generator(cfg: WorldTraining, vae: AutoencoderKL, show: bool = True):
         eps = torch.randn_like(x0)
         sigma = torch.sigmoid(torch.randn(x0.shape[0]))
         x_s = (1 - sigma[:, None, None]) * x0 + sigma[:, None, None] * eps
-        sequence, pooled = encoder.forward_ids(encoder.tokens(captions))
+        sequence, pooled = encoder.encode(captions)
         prediction = transformer(
             hidden_states=x_s,
             timestep=sigma,
@@ -226,9 +240,8 @@ def train_generator(cfg: WorldTraining, vae: AutoencoderKL, show: bool = True):
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
         _ema_update(ema_transformer, transformer, cfg.ema if step > 500 else 0.0)
-        _ema_update(ema_text, text_encoder, cfg.ema if step > 500 else 0.0)
         bar.set_postfix(loss=f"{loss.item():.4f}")
-    return ema_transformer.eval(), ema_text.eval()
+    return ema_transformer.eval()
 
 
 def train_world(directory: Path, cfg: WorldTraining, show: bool = True) -> dict[str, Any]:
@@ -243,7 +256,8 @@ def train_world(directory: Path, cfg: WorldTraining, show: bool = True) -> dict[
     reward = train_reward(cfg, show)
     files["reward"] = save_component(directory, "reward", reward)
     timings["reward"] = time.perf_counter() - start - sum(timings.values())
-    transformer, text_encoder = train_generator(cfg, vae, show)
+    text_encoder = train_text_encoder(cfg, show)
+    transformer = train_generator(cfg, vae, text_encoder, show)
     files["transformer"] = save_component(directory, "transformer", transformer)
     files["text_encoder"] = save_component(directory, "text_encoder", text_encoder)
     timings["generator"] = time.perf_counter() - start - sum(timings.values())
