@@ -46,7 +46,7 @@ class WorldTraining:
     generator_pool: int = 16384
     prompt_dropout: float = 0.1
     ema: float = 0.998
-    cfg_candidates: tuple[float, ...] = (1.0, 1.5, 2.0)
+    cfg_candidates: tuple[float, ...] = (1.0, 1.5, 2.0, 2.5, 3.0)
     threads: int = 2
 
 
@@ -279,15 +279,23 @@ def train_world(directory: Path, cfg: WorldTraining, show: bool = True) -> dict[
 
 
 def train_and_gate(directory: Path | str | None = None, seed: int = 0, show: bool = True):
-    """``srpo tiny-world train``: train from seeds, choose the guidance scale on a small
-    sample, run the full gates, and record both in the manifest. Returns the manifest."""
-    from srpo.models.tiny import DEFAULT_SAMPLING, load_tiny_generator
-    from srpo.tiny_world.gates import choose_cfg_scale, evaluate
+    """``srpo tiny-world train``: train from seeds, then :func:`gate_and_record`."""
     from srpo.tiny_world.weights import WEIGHTS_DIR
 
     directory = Path(directory or WEIGHTS_DIR)
     cfg = WorldTraining(seed=seed)
-    manifest = train_world(directory, cfg, show)
+    train_world(directory, cfg, show)
+    return gate_and_record(directory, cfg)
+
+
+def gate_and_record(directory: Path, cfg: WorldTraining) -> dict[str, Any]:
+    """Choose the guidance scale on held-out seeds, run the full gates, and record both in
+    the manifest. Returns the manifest."""
+    from srpo.models.tiny import DEFAULT_SAMPLING, load_tiny_generator
+    from srpo.tiny_world.gates import choose_cfg_scale, evaluate
+    from srpo.tiny_world.weights import read_manifest
+
+    manifest = read_manifest(directory)
     scale, trials = choose_cfg_scale(load_tiny_generator(directory), cfg.cfg_candidates)
     manifest["sampling"] = {**DEFAULT_SAMPLING, "cfg_scale": scale, "cfg_trials": trials}
     write_json_atomic(directory / MANIFEST, manifest)
