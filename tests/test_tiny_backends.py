@@ -34,7 +34,7 @@ def test_tiny_backends_are_the_shared_classes(smoke_world):
     generator = load_generator("tiny", str(smoke_world))
     reward = load_reward("tiny", smoke_world)
     assert isinstance(generator, FluxGenerator) and isinstance(reward, CLIPReward)
-    assert generator.resolution == (64, 64) and generator.noise(2).shape == (2, 64, 16)
+    assert generator.resolution == (64, 64) and generator.noise(2).shape == (2, 64, 32)
     manifest = read_manifest(smoke_world)
     assert set(manifest["files"]) == {"vae", "reward", "transformer", "text_encoder"}
     assert sum(f["bytes"] for f in manifest["files"].values()) < 25 * 2**20
