@@ -24,7 +24,9 @@ def smoke_world(tmp_path_factory):
     directory = tmp_path_factory.mktemp("tiny")
     train_world(
         directory,
-        WorldTraining(vae_steps=3, reward_steps=3, generator_steps=3, generator_pool=256),
+        WorldTraining(
+            vae_steps=3, reward_steps=3, generator_steps=3, generator_pool=256, text_steps=3
+        ),
         show=False,
     )
     return directory

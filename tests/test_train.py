@@ -15,7 +15,9 @@ def world(tmp_path_factory):
     directory = tmp_path_factory.mktemp("tiny")
     train_world(
         directory,
-        WorldTraining(vae_steps=2, reward_steps=2, generator_steps=2, generator_pool=128),
+        WorldTraining(
+            vae_steps=2, reward_steps=2, generator_steps=2, generator_pool=128, text_steps=2
+        ),
         show=False,
     )
     return directory
