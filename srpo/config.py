@@ -205,6 +205,23 @@ TINY_PROMPTS = [
     "a yellow diamond",
 ]
 
+# FLUX.1-dev with HPSv2.1 at 720 px, 25 rollout steps, shift 3 (method.md).
+FLUX_PAPER_SETUP: dict[str, Any] = {
+    "model": "flux",
+    "model_path": "black-forest-labs/FLUX.1-dev",
+    "reward": "hpsv2.1",
+    "method": "srpo",
+    "prompts_file": "prompts.txt",
+    "positive_words": ["Realistic photo"],
+    "negative_words": ["CG Render"],
+    "resolution": 720,
+    "rollout_steps": 25,
+    "shift": 3.0,
+    "guidance": 3.5,
+    "mixed_precision": "bf16",
+    "gradient_checkpointing": True,
+}
+
 PRESETS: dict[str, dict[str, Any]] = {
     "tiny-demo": {
         "model": "tiny",
@@ -225,41 +242,17 @@ PRESETS: dict[str, dict[str, Any]] = {
         "eval_prompts": TINY_PROMPTS[:4],
     },
     "flux-lora-1gpu": {
-        "model": "flux",
-        "model_path": "black-forest-labs/FLUX.1-dev",
-        "reward": "hpsv2.1",
-        "method": "srpo",
-        "prompts_file": "prompts.txt",
-        "positive_words": ["Realistic photo"],
-        "negative_words": ["CG Render"],
-        "resolution": 720,
-        "rollout_steps": 25,
-        "shift": 3.0,
-        "guidance": 3.5,
+        **FLUX_PAPER_SETUP,
         "optimizer": {"lr": 1e-4, "weight_decay": 1e-4, "grad_clip": 0.1},
         "lora": {"rank": 64, "alpha": 64},
-        "mixed_precision": "bf16",
-        "gradient_checkpointing": True,
         "steps": 100,
     },
     "flux-paper-32gpu": {
-        "model": "flux",
-        "model_path": "black-forest-labs/FLUX.1-dev",
-        "reward": "hpsv2.1",
-        "method": "srpo",
-        "prompts_file": "prompts.txt",
-        "positive_words": ["Realistic photo"],
-        "negative_words": ["CG Render"],
-        "resolution": 720,
-        "rollout_steps": 25,
-        "shift": 3.0,
-        "guidance": 3.5,
+        **FLUX_PAPER_SETUP,
         "sigma_range": [0.75, 0.96],
         "d": 0.022,
         "optimizer": {"lr": 5e-6, "weight_decay": 1e-4, "grad_clip": 0.1},
         "batch_size": 1,
-        "mixed_precision": "bf16",
-        "gradient_checkpointing": True,
         "steps": 20,
     },
 }

@@ -13,23 +13,9 @@ from srpo.models import load_generator
 from srpo.models.flux import FluxGenerator
 from srpo.rewards import load_reward
 from srpo.rewards.clip import CLIPReward
-from srpo.tiny_world.training import WorldTraining, train_world
 from srpo.tiny_world.weights import WeightsError, read_manifest
 
 PROMPTS = ["a red circle", "photo. a large blue square on a white background"]
-
-
-@pytest.fixture(scope="module")
-def smoke_world(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("tiny")
-    train_world(
-        directory,
-        WorldTraining(
-            vae_steps=3, reward_steps=3, generator_steps=3, generator_pool=256, text_steps=3
-        ),
-        show=False,
-    )
-    return directory
 
 
 def test_tiny_backends_are_the_shared_classes(smoke_world):

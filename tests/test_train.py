@@ -6,21 +6,7 @@ from safetensors.torch import load_file
 
 from srpo.checkpoints import LORA_FILE, latest_checkpoint
 from srpo.config import make_config
-from srpo.tiny_world.training import WorldTraining, train_world
 from srpo.train import Callback, train
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("tiny")
-    train_world(
-        directory,
-        WorldTraining(
-            vae_steps=2, reward_steps=2, generator_steps=2, generator_pool=128, text_steps=2
-        ),
-        show=False,
-    )
-    return directory
 
 
 def config(world, **overrides):
@@ -47,8 +33,8 @@ def lora_weights(output):
     return load_file(str(latest_checkpoint(output).path / LORA_FILE))
 
 
-def test_lora_run_checkpoints_and_changes_weights(world, tmp_path):
-    result = train(config(world), tmp_path / "run")
+def test_lora_run_checkpoints_and_changes_weights(smoke_world, tmp_path):
+    result = train(config(smoke_world), tmp_path / "run")
     assert result.step == 4 and not result.cancelled
     checkpoint = latest_checkpoint(tmp_path / "run")
     assert checkpoint.step == 4 and checkpoint.format == "lora"
@@ -59,11 +45,11 @@ def test_lora_run_checkpoints_and_changes_weights(world, tmp_path):
     assert checkpoint.manifest["control_words"] == {"positive": ["photo"], "negative": ["painting"]}
 
 
-def test_interrupted_and_resumed_run_matches_uninterrupted(world, tmp_path):
-    train(config(world), tmp_path / "straight")
-    train(config(world, steps=2), tmp_path / "resumed")
+def test_interrupted_and_resumed_run_matches_uninterrupted(smoke_world, tmp_path):
+    train(config(smoke_world), tmp_path / "straight")
+    train(config(smoke_world, steps=2), tmp_path / "resumed")
     assert latest_checkpoint(tmp_path / "resumed").step == 2
-    train(config(world), tmp_path / "resumed")
+    train(config(smoke_world), tmp_path / "resumed")
     straight, resumed = lora_weights(tmp_path / "straight"), lora_weights(tmp_path / "resumed")
     assert straight.keys() == resumed.keys()
     for key in straight:
@@ -81,9 +67,9 @@ class CancelAfter(Callback):
         return len(self.seen) >= self.steps
 
 
-def test_cancel_saves_a_checkpoint_and_stops(world, tmp_path):
+def test_cancel_saves_a_checkpoint_and_stops(smoke_world, tmp_path):
     callback = CancelAfter(1)
-    result = train(config(world, steps=10), tmp_path / "run", callbacks=[callback])
+    result = train(config(smoke_world, steps=10), tmp_path / "run", callbacks=[callback])
     assert result.cancelled and result.step == 1
     assert latest_checkpoint(tmp_path / "run").step == 1
     progress = callback.seen[0]
@@ -91,16 +77,16 @@ def test_cancel_saves_a_checkpoint_and_stops(world, tmp_path):
     assert progress.eta_seconds == pytest.approx(9 * progress.seconds_per_step)
 
 
-def test_full_fine_tune_writes_a_diffusers_transformer_folder(world, tmp_path):
-    train(config(world, lora=None, steps=2), tmp_path / "full")
+def test_full_fine_tune_writes_a_diffusers_transformer_folder(smoke_world, tmp_path):
+    train(config(smoke_world, lora=None, steps=2), tmp_path / "full")
     checkpoint = latest_checkpoint(tmp_path / "full")
     assert checkpoint.format == "full"
     assert (checkpoint.path / "transformer" / "config.json").is_file()
     assert any(name.endswith(".safetensors") for name in checkpoint.manifest["files"])
 
 
-def test_crash_during_save_leaves_previous_checkpoint(world, tmp_path):
-    train(config(world, steps=2), tmp_path / "run")
+def test_crash_during_save_leaves_previous_checkpoint(smoke_world, tmp_path):
+    train(config(smoke_world, steps=2), tmp_path / "run")
     parent = tmp_path / "run" / "checkpoints"
     partial = parent / "step-000004"
     partial.mkdir()
