@@ -135,3 +135,34 @@ def test_cli_rejects_invalid_configs_without_creating_output(tmp_path, fields, m
     )
     assert len(result.stderr.strip().splitlines()) == 1
     assert not out.exists()
+
+
+def test_kill_9_mid_run_then_rerun_matches_uninterrupted(smoke_world, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    cfg = config(smoke_world, steps=30, checkpoint_every=1)
+    path = tmp_path / "run.yaml"
+    path.write_text(cfg.to_yaml())
+    train(cfg, tmp_path / "straight")
+    out = tmp_path / "killed"
+    command = [sys.executable, "-m", "srpo.cli", "train", str(path), "--output", str(out)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        checkpoint = latest_checkpoint(out)
+        if checkpoint is not None and checkpoint.step >= 3:
+            break
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    killed_at = latest_checkpoint(out).step
+    assert 3 <= killed_at < 30, "the run was not interrupted mid-way"
+    rerun = subprocess.run(command, capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr
+    assert latest_checkpoint(out).step == 30
+    straight, resumed = lora_weights(tmp_path / "straight"), lora_weights(out)
+    for key in straight:
+        assert torch.allclose(straight[key], resumed[key], atol=1e-6), key
