@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from srpo.tiny_world.weights import sha256_file, write_json_atomic
+from srpo.files import sha256_file, write_json_atomic
 
 LORA_FILE = "pytorch_lora_weights.safetensors"
 MANIFEST = "manifest.json"

@@ -184,3 +184,26 @@ def save_small_clip_folder(root: Path) -> Path:
         size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}
     ).save_pretrained(root)
     return root
+
+
+def direct_align_step(generator, reward, settings, words, num_steps: int, shift: float):
+    """Roll out two prompts, run one SRPO objective and backpropagate it; returns it."""
+    from srpo.direct_align import srpo_objective
+
+    prompts = ["a red circle", "photo. a large blue square on a white background"]
+    cond = generator.encode_prompts(prompts)
+    eps = generator.noise(2, torch.Generator().manual_seed(0))
+    x0 = generator.sample(cond, eps, num_steps=num_steps, shift=shift)
+    s_star = torch.tensor([0.8, 0.9])
+    objective = srpo_objective(generator, reward, x0, eps, cond, prompts, s_star, settings, words)
+    objective.loss.backward()
+    return objective
+
+
+def assert_only_transformer_trains(generator, reward) -> None:
+    """Finite, non-zero gradients on the transformer; none on the frozen reward and VAE."""
+    grads = [p.grad for p in generator.transformer.parameters()]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    assert sum(g.abs().sum() for g in grads) > 0
+    assert all(p.grad is None for p in reward.parameters())
+    assert all(p.grad is None for p in generator.vae.parameters())

@@ -10,6 +10,8 @@ from srpo.models.flux import FluxGenerator, pack_latents, unpack_latents
 from srpo.rewards.clip import CLIPReward
 from srpo.rewards.hps import HPSReward
 from tests.factories import (
+    assert_only_transformer_trains,
+    direct_align_step,
     register_small_open_clip,
     save_small_clip_folder,
     save_small_flux_folder,
@@ -56,30 +58,12 @@ def test_encode_decode_shapes_and_range():
 @pytest.mark.parametrize("reward_name", ["hps", "clip", "pickscore"])
 @pytest.mark.parametrize("inversion", [True, False])
 def test_direct_align_step_gives_gradients_to_transformer_only(rewards, reward_name, inversion):
-    generator = small_flux()
-    reward = rewards[reward_name]
-    cond = generator.encode_prompts(PROMPTS)
-    gen = torch.Generator().manual_seed(0)
-    eps = generator.noise(2, gen)
-    x0 = generator.sample(cond, eps, num_steps=3, shift=3.0)
+    generator, reward = small_flux(), rewards[reward_name]
     settings = DirectAlignSettings(inversion=inversion)
-    objective = srpo_objective(
-        generator,
-        reward,
-        x0,
-        eps,
-        cond,
-        PROMPTS,
-        torch.tensor([0.8, 0.9]),
-        settings,
-        words=("realistic photo", "painting"),
+    objective = direct_align_step(
+        generator, reward, settings, ("realistic photo", "painting"), num_steps=3, shift=3.0
     )
-    objective.loss.backward()
-    grads = [p.grad for p in generator.transformer.parameters()]
-    assert all(g is not None and torch.isfinite(g).all() for g in grads)
-    assert sum(g.abs().sum() for g in grads) > 0
-    assert all(p.grad is None for p in reward.parameters())
-    assert all(p.grad is None for p in generator.vae.parameters())
+    assert_only_transformer_trains(generator, reward)
     assert set(objective.rewards) == ({"denoise", "inversion"} if inversion else {"denoise"})
 
 

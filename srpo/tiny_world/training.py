@@ -18,10 +18,11 @@ import torch.nn.functional as F
 from diffusers import AutoencoderKL
 from tqdm.auto import tqdm
 
+from srpo.files import write_json_atomic
 from srpo.models.flux import image_ids, pack_latents
 from srpo.tiny_world import models
 from srpo.tiny_world.data import stream
-from srpo.tiny_world.weights import MANIFEST, save_component, write_json_atomic
+from srpo.tiny_world.weights import MANIFEST, save_component
 from srpo.tiny_world.world import FAMILIES, random_caption
 
 

@@ -6,10 +6,7 @@ verifies each file's sha256 against the manifest and names the file on any misma
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +14,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from srpo.files import sha256_file
 from srpo.rewards.checkpoints import load_into
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
@@ -26,24 +24,6 @@ COMPONENTS = ("vae", "reward", "transformer", "text_encoder")
 
 class WeightsError(ValueError):
     """A shipped weight file is missing, corrupt or does not match its manifest."""
-
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    """Write JSON through a temporary file and an atomic rename."""
-    handle, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(handle, "w") as out:
-        json.dump(data, out, indent=2, sort_keys=True)
-        out.write("\n")
-    os.replace(tmp, path)
 
 
 def save_component(directory: Path, name: str, module: nn.Module) -> dict[str, Any]:
