@@ -1,0 +1,403 @@
+"""Reward Lab: how a text-conditioned reward and its SRP form score a set of images.
+
+The studio's Reward Lab calls these functions; they hold no state and know nothing of the
+web or the database. A preview encodes each distinct text once, embeds all images in one
+batched pass and gets the saliency of every image from one backward pass (images do not
+interact in the image tower, so the gradient of the summed reward is per-image).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from srpo.models.base import Generator
+from srpo.rewards.base import TextImageReward, check_pixels
+from srpo.rewards.srp import augment, srp_reward
+from srpo.sampling import sample_images
+
+MAX_IMAGES = 64
+MAX_WORDS = 16
+MAX_SWEEP_WORDS = 64
+MAX_PROMPT_CHARS = 1000
+MAX_WORD_CHARS = 100
+MIN_IMAGE_SIDE = 8
+MAX_UPLOAD_BYTES = 20 * 2**20
+MAX_UPLOAD_PIXELS = 40_000_000
+SWEEP_RELATIVE_THRESHOLD = 0.35
+
+
+def validate_prompt(prompt: str) -> str:
+    """The stripped prompt; ``ValueError`` if it is empty or too long."""
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise ValueError("prompt is empty: type what the images should show")
+    prompt = prompt.strip()
+    if len(prompt) > MAX_PROMPT_CHARS:
+        raise ValueError(f"prompt has {len(prompt)} characters; at most {MAX_PROMPT_CHARS}")
+    return prompt
+
+
+def validate_words(words: Sequence[str] | str, field: str, limit: int = MAX_WORDS):
+    """Stripped, de-duplicated words (order kept); ``ValueError`` on empty lists or words."""
+    words = (words,) if isinstance(words, str) else tuple(words)
+    cleaned = []
+    for word in words:
+        if not isinstance(word, str) or not word.strip().rstrip(".").strip():
+            raise ValueError(f"{field} words contain an empty word")
+        if len(word.strip()) > MAX_WORD_CHARS:
+            raise ValueError(f"{field} word {word[:30]!r}... is longer than {MAX_WORD_CHARS}")
+        cleaned.append(word.strip())
+    cleaned = tuple(dict.fromkeys(cleaned))
+    if not cleaned:
+        raise ValueError(f"{field} words are empty: give at least one word")
+    if len(cleaned) > limit:
+        raise ValueError(f"{len(cleaned)} {field} words; at most {limit}")
+    return cleaned
+
+
+def validate_pixels(pixels: torch.Tensor) -> None:
+    """``ValueError`` unless ``pixels`` is a float ``[N, 3, H, W]`` batch in [0, 1] the lab takes."""
+    if isinstance(pixels, torch.Tensor) and not pixels.is_floating_point():
+        raise ValueError(f"pixels must be floats in [0, 1], got dtype {pixels.dtype}")
+    check_pixels(pixels)
+    n, _, height, width = pixels.shape
+    if n == 0:
+        raise ValueError("no images: sample or upload at least one")
+    if n > MAX_IMAGES:
+        raise ValueError(f"{n} images; the lab scores at most {MAX_IMAGES} at once")
+    if min(height, width) < MIN_IMAGE_SIDE:
+        raise ValueError(f"images are {height}x{width}; each side needs {MIN_IMAGE_SIDE}+ px")
+
+
+@dataclass(frozen=True)
+class LabPreview:
+    """Scores of ``N`` images under a prompt and control words (all tensors on the CPU).
+
+    ``pair_srp[i, j]`` is the SRP reward with ``positive[i]`` and ``negative[j]``; ``srp``
+    is its mean over all pairs, which equals the SRP reward of the mean text embeddings.
+    ``saliency`` is the per-pixel L2 norm over channels of ``d srp / d pixels``.
+    """
+
+    prompt: str
+    k: float
+    positive: tuple[str, ...]
+    negative: tuple[str, ...]
+    plain: torch.Tensor
+    positive_scores: torch.Tensor
+    negative_scores: torch.Tensor
+    pair_srp: torch.Tensor
+    srp: torch.Tensor
+    saliency: torch.Tensor | None
+
+    @property
+    def rank_plain(self) -> list[int]:
+        """Image indices, best first, by the plain reward ``r(p)`` (before)."""
+        return ranking(self.plain)
+
+    @property
+    def rank_srp(self) -> list[int]:
+        """Image indices, best first, by the SRP reward (after)."""
+        return ranking(self.srp)
+
+    def rows(self) -> list[dict[str, str | int | float]]:
+        """One table row per image: every score and the 1-based rank before and after."""
+        place_plain = {image: i + 1 for i, image in enumerate(self.rank_plain)}
+        place_srp = {image: i + 1 for i, image in enumerate(self.rank_srp)}
+        rows = []
+        for n in range(self.plain.shape[0]):
+            row: dict[str, str | int | float] = {"image": n, "r(p)": float(self.plain[n])}
+            for i, word in enumerate(self.positive):
+                row[f"r({word}. p)"] = float(self.positive_scores[i, n])
+            for j, word in enumerate(self.negative):
+                row[f"r({word}. p)"] = float(self.negative_scores[j, n])
+            for i, pos in enumerate(self.positive):
+                for j, neg in enumerate(self.negative):
+                    row[f"srp({pos} / {neg})"] = float(self.pair_srp[i, j, n])
+            row |= {"srp": float(self.srp[n]), "rank before": place_plain[n]}
+            row["rank after"] = place_srp[n]
+            rows.append(row)
+        return rows
+
+
+def ranking(scores: torch.Tensor) -> list[int]:
+    """Indices of ``scores`` from highest to lowest (ties keep the input order)."""
+    return torch.argsort(scores, descending=True, stable=True).tolist()
+
+
+def _encode_texts(reward: TextImageReward, texts: Sequence[str]) -> torch.Tensor:
+    """Embeddings of ``texts`` in order, encoding each distinct text once."""
+    distinct = list(dict.fromkeys(texts))
+    embeddings = reward.encode_text(distinct)
+    index = {text: i for i, text in enumerate(distinct)}
+    return embeddings[[index[t] for t in texts]]
+
+
+def _prepare(reward: TextImageReward, pixels: torch.Tensor) -> torch.Tensor:
+    validate_pixels(pixels)
+    device = getattr(reward, "device", pixels.device)
+    return pixels.detach().to(device=device, dtype=torch.float32).clamp(0, 1)
+
+
+def preview(
+    reward: TextImageReward,
+    pixels: torch.Tensor,
+    prompt: str,
+    positive: Sequence[str] | str,
+    negative: Sequence[str] | str,
+    k: float = 0.0,
+    saliency: bool = True,
+) -> LabPreview:
+    """Score images by ``r(p)``, ``r(pos. p)``, ``r(neg. p)`` and SRP for every (pos, neg) pair.
+
+    ``pixels`` are ``[N, 3, H, W]`` in [0, 1] (sampled or uploaded); ``k`` is SRP's share of
+    absolute reward, in [0, 10]. With ``saliency`` the SRP gradient map comes from one
+    backward pass over the batch.
+    """
+    prompt = validate_prompt(prompt)
+    positive = validate_words(positive, "positive")
+    negative = validate_words(negative, "negative")
+    both = sorted(set(positive) & set(negative))
+    if both:
+        raise ValueError(f"word(s) {both} are both positive and negative")
+    if not isinstance(k, int | float) or not math.isfinite(k) or not 0 <= k <= 10:
+        raise ValueError(f"k must be a number in [0, 10], got {k!r}")
+    pixels = _prepare(reward, pixels)
+    texts = [prompt, *(augment(w, [prompt])[0] for w in (*positive, *negative))]
+    with torch.enable_grad():
+        pixels.requires_grad_(saliency)
+        image = reward.encode_image(pixels)
+        text = _encode_texts(reward, texts).to(image)
+        scores = reward.scale * (text @ image.T)
+        text_pos, text_neg = text[1 : 1 + len(positive)], text[1 + len(positive) :]
+        pairs = srp_reward(
+            image[None, None], text_pos[:, None, None], text_neg[None, :, None], k, reward.scale
+        )
+        srp = pairs.mean(dim=(0, 1))
+        grad = None
+        if saliency:
+            (grad,) = torch.autograd.grad(srp.sum(), pixels)
+    return LabPreview(
+        prompt=prompt,
+        k=float(k),
+        positive=positive,
+        negative=negative,
+        plain=scores[0].detach().cpu(),
+        positive_scores=scores[1 : 1 + len(positive)].detach().cpu(),
+        negative_scores=scores[1 + len(positive) :].detach().cpu(),
+        pair_srp=pairs.detach().cpu(),
+        srp=srp.detach().cpu(),
+        saliency=None if grad is None else grad.norm(dim=1).cpu(),
+    )
+
+
+@dataclass(frozen=True)
+class WordSensitivity:
+    """How prefixing ``word`` shifts the reward: ``r(word. p) - r(p)`` over the images.
+
+    ``mean_shift`` and ``spread`` (population std) summarise the per-image shifts;
+    ``effect`` is their root mean square, ``sqrt(mean_shift**2 + spread**2)``.
+    """
+
+    word: str
+    mean_shift: float
+    spread: float
+    effect: float
+    flagged: bool
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    """A sensitivity sweep: one entry per candidate word, and the flagging threshold used."""
+
+    prompt: str
+    words: tuple[WordSensitivity, ...]
+    threshold: float
+
+    @property
+    def flagged(self) -> list[str]:
+        """Words that barely move the reward."""
+        return [w.word for w in self.words if w.flagged]
+
+
+@torch.no_grad()
+def sensitivity_sweep(
+    reward: TextImageReward,
+    pixels: torch.Tensor,
+    prompt: str,
+    words: Sequence[str],
+    relative: float = SWEEP_RELATIVE_THRESHOLD,
+    absolute: float = 0.0,
+) -> SweepResult:
+    """Score candidate control words by how much prefixing them moves the reward.
+
+    A word is flagged when its ``effect`` (RMS over images of ``r(word. p) - r(p)``, in the
+    reward's own units) is below ``max(relative * strongest effect, absolute)``: it moves
+    the reward less than ``relative`` (default 35%) of the strongest candidate, or less than
+    an absolute floor (default 0, off). A one-word sweep is judged by ``absolute`` only.
+    Words the reward does not know (unknown tokens) or that repeat the prompt score low.
+    """
+    prompt = validate_prompt(prompt)
+    words = validate_words(words, "candidate", MAX_SWEEP_WORDS)
+    if not 0 <= relative <= 1 or not math.isfinite(absolute) or absolute < 0:
+        raise ValueError("relative must lie in [0, 1] and absolute must be >= 0")
+    pixels = _prepare(reward, pixels)
+    image = reward.encode_image(pixels)
+    text = _encode_texts(reward, [prompt, *(augment(w, [prompt])[0] for w in words)])
+    scores = reward.scale * (text.to(image) @ image.T)
+    shifts = (scores[1:] - scores[:1]).cpu().double()
+    mean, spread = shifts.mean(dim=1), shifts.std(dim=1, correction=0)
+    effect = (mean**2 + spread**2).sqrt()
+    threshold = max(relative * float(effect.max()), absolute)
+    entries = tuple(
+        WordSensitivity(word, float(m), float(s), float(e), bool(e < threshold))
+        for word, m, s, e in zip(words, mean, spread, effect, strict=True)
+    )
+    return SweepResult(prompt, entries, threshold)
+
+
+def _heat(values: np.ndarray) -> np.ndarray:
+    """A black-red-yellow-white colour map of values in [0, 1] -> ``[..., 3]`` floats."""
+    return np.clip(np.stack([3 * values, 3 * values - 1, 3 * values - 2], axis=-1), 0, 1)
+
+
+def saliency_overlay(
+    image: torch.Tensor, saliency: torch.Tensor, alpha: float = 0.7, upscale: int = 1
+) -> np.ndarray:
+    """A ``[H*upscale, W*upscale, 3]`` uint8 picture: the heat map blended over the image.
+
+    The map is scaled by its 99th percentile per image (so one hot pixel does not wash out
+    the rest); each pixel blends in the heat colour with weight ``alpha * magnitude``.
+    """
+    if image.ndim != 3 or image.shape[0] != 3 or saliency.shape != image.shape[1:]:
+        raise ValueError(
+            f"need an image [3, H, W] and a map [H, W]; got {list(image.shape)}, "
+            f"{list(saliency.shape)}"
+        )
+    magnitude = saliency.detach().float().cpu().numpy()
+    top = float(np.quantile(magnitude, 0.99))
+    magnitude = np.clip(magnitude / top, 0, 1) if top > 0 else np.zeros_like(magnitude)
+    base = image.detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy()
+    weight = alpha * magnitude[..., None]
+    blended = (1 - weight) * base + weight * _heat(magnitude)
+    picture = np.round(blended * 255).astype(np.uint8)
+    if upscale > 1:
+        picture = picture.repeat(upscale, axis=0).repeat(upscale, axis=1)
+    return picture
+
+
+def overlays(result: LabPreview, pixels: torch.Tensor, upscale: int = 1) -> list[Image.Image]:
+    """The saliency overlay of every image of a preview, as PIL images."""
+    if result.saliency is None:
+        raise ValueError("this preview was computed without saliency")
+    return [
+        Image.fromarray(saliency_overlay(image, heat, upscale=upscale))
+        for image, heat in zip(pixels.cpu(), result.saliency, strict=True)
+    ]
+
+
+def sample_lab_images(
+    generator: Generator, prompt: str, seeds: Sequence[int], steps: int, shift: float
+) -> torch.Tensor:
+    """Pixels ``[N, 3, H, W]`` of the prompt at fixed seeds (validated before any compute)."""
+    prompt = validate_prompt(prompt)
+    if not seeds:
+        raise ValueError("no seeds: give at least one")
+    if len(seeds) > MAX_IMAGES:
+        raise ValueError(f"{len(seeds)} seeds; the lab scores at most {MAX_IMAGES} images")
+    return sample_images(generator, [prompt] * len(seeds), seeds, steps, shift)
+
+
+def reward_input_size(reward: TextImageReward) -> int:
+    """The square side the reward's image tower sees (its preprocessing size)."""
+    size = getattr(getattr(reward, "preprocess", None), "size", None)
+    if not isinstance(size, int):
+        raise ValueError(f"reward {reward.name!r} does not expose its input size")
+    return size
+
+
+def _read_upload(source: bytes | str | Path | BinaryIO, max_bytes: int) -> bytes:
+    if isinstance(source, bytes | bytearray | memoryview):
+        data = bytes(source)
+    elif isinstance(source, str | Path):
+        if os.path.getsize(source) > max_bytes:
+            raise ValueError(f"upload is larger than {max_bytes // 2**20} MiB")
+        data = Path(source).read_bytes()
+    else:
+        data = source.read(max_bytes + 1)
+    if not data:
+        raise ValueError("upload is empty")
+    if len(data) > max_bytes:
+        raise ValueError(f"upload is larger than {max_bytes // 2**20} MiB")
+    return data
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    """RGB, with any transparency composited over white."""
+    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def load_upload(
+    source: bytes | str | Path | BinaryIO,
+    size: int,
+    max_bytes: int = MAX_UPLOAD_BYTES,
+    max_pixels: int = MAX_UPLOAD_PIXELS,
+) -> torch.Tensor:
+    """Decode an uploaded image safely into pixels ``[3, size, size]`` in [0, 1].
+
+    Refuses (``ValueError``) files over ``max_bytes``, non-images, corrupt or truncated
+    files, and images over ``max_pixels`` before decoding them (decompression bombs); the
+    first frame is used, EXIF rotation applied, transparency composited over white, then
+    the short side is resized to ``size`` and the centre cropped.
+    """
+    if size < MIN_IMAGE_SIDE:
+        raise ValueError(f"size must be at least {MIN_IMAGE_SIDE}")
+    data = _read_upload(source, max_bytes)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            with Image.open(io.BytesIO(data)) as image:
+                width, height = image.size
+                if width * height > max_pixels:
+                    raise Image.DecompressionBombError(f"{width}x{height}")
+                if min(width, height) < MIN_IMAGE_SIDE:
+                    raise ValueError(
+                        f"image is {width}x{height}; each side needs {MIN_IMAGE_SIDE}+ px"
+                    )
+                image.draft("RGB", (size, size))
+                rgb = _to_rgb(ImageOps.exif_transpose(image))
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise ValueError(
+                f"image has too many pixels (limit {max_pixels:,}): refused as a possible "
+                "decompression bomb"
+            ) from None
+        except UnidentifiedImageError:
+            raise ValueError("upload is not an image (use PNG, JPEG or WebP)") from None
+        except (OSError, SyntaxError, EOFError) as error:
+            raise ValueError(f"image file is corrupt or truncated ({error})") from None
+    fitted = ImageOps.fit(rgb, (size, size), Image.Resampling.BICUBIC)
+    return torch.from_numpy(np.asarray(fitted, dtype=np.float32) / 255).permute(2, 0, 1)
+
+
+def load_uploads(
+    sources: Sequence[bytes | str | Path | BinaryIO], size: int, **limits: int
+) -> torch.Tensor:
+    """Pixels ``[N, 3, size, size]`` of several uploads (count checked before decoding)."""
+    if not sources:
+        raise ValueError("no uploads: add at least one image")
+    if len(sources) > MAX_IMAGES:
+        raise ValueError(f"{len(sources)} uploads; the lab scores at most {MAX_IMAGES}")
+    return torch.stack([load_upload(source, size, **limits) for source in sources])
