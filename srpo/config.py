@@ -58,14 +58,54 @@ class LoRA(Strict):
 
 
 class Baselines(Strict):
-    """Settings of the comparison methods, at their authors' defaults."""
+    """Settings of the comparison methods, at their authors' defaults.
 
+    A ``*_steps`` of None means the trainer's ``rollout_steps``; every method samples with the
+    trainer's ``shift`` (3 in the FLUX presets, DanceGRPO's ``--shift 3``).
+    """
+
+    # ReFL (THUDM/ImageReward, ImageReward/ReFL.py): set_timesteps(40), stop step
+    # random.randint(30, 39), i.e. the last quarter; loss relu(2 - r) * grad_scale 1e-3.
+    refl_steps: int | None = Field(40, ge=2, le=1000)
     refl_stop_fraction: tuple[Unit, Unit] = (0.75, 1.0)
+    refl_threshold: float = Field(2.0, ge=-100.0, le=100.0)
+    refl_grad_scale: float = Field(1e-3, gt=0.0, le=1.0)
+    # DRaFT (Clark et al. 2023, arXiv 2309.17400): 50 sampling steps, DRaFT-LV = K 1 with
+    # n = 2 extra noise-and-denoise copies of the last step; set draft_lv_samples 0 for DRaFT-K.
+    draft_steps: int | None = Field(50, ge=1, le=1000)
     draft_k: int = Field(1, ge=1, le=50)
+    draft_lv_samples: int = Field(2, ge=0, le=16)
+    # DanceGRPO (XueZeyue/DanceGRPO, scripts/finetune/finetune_flux_grpo.sh with
+    # fastvideo/train_grpo_flux.py): --sampling_steps 16 --eta 0.3 --num_generations 12
+    # --timestep_fraction 0.6 --clip_range 1e-4 --adv_clip_max 5.0 --init_same_noise
+    # --gradient_accumulation_steps 4 (samples per optimizer step, train_batch_size 1).
+    grpo_steps: int | None = Field(16, ge=2, le=1000)
     grpo_group_size: int = Field(12, ge=2, le=64)
-    grpo_clip: float = Field(1e-4, gt=0.0, le=1.0)
-    grpo_eta: float = Field(0.7, gt=0.0, le=2.0)
+    grpo_eta: float = Field(0.3, gt=0.0, le=2.0)
     grpo_timestep_fraction: float = Field(0.6, gt=0.0, le=1.0)
+    grpo_clip: float = Field(1e-4, gt=0.0, le=1.0)
+    grpo_adv_clip: float = Field(5.0, gt=0.0, le=100.0)
+    grpo_init_same_noise: bool = True
+    grpo_samples_per_step: int = Field(4, ge=1, le=1024)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Baselines:
+        low, high = self.refl_stop_fraction
+        if not low < high:
+            raise ValueError(
+                f"refl_stop_fraction must be (low, high) with low < high, got {(low, high)}"
+            )
+        if self.refl_steps is not None:
+            from srpo.baselines.refl import refl_stop_range
+
+            refl_stop_range(self.refl_steps, (low, high))
+        if self.draft_lv_samples and self.draft_k != 1:
+            raise ValueError(
+                f"draft_lv_samples: DRaFT-LV is defined for draft_k 1, got draft_k {self.draft_k}"
+            )
+        if self.draft_steps is not None and self.draft_k > self.draft_steps:
+            raise ValueError(f"draft_k {self.draft_k} exceeds draft_steps {self.draft_steps}")
+        return self
 
 
 class TrainConfig(Strict):
