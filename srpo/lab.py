@@ -69,10 +69,10 @@ def validate_pixels(pixels: torch.Tensor) -> None:
     """``ValueError`` unless ``pixels`` is a float ``[N, 3, H, W]`` batch in [0, 1] the lab takes."""
     if isinstance(pixels, torch.Tensor) and not pixels.is_floating_point():
         raise ValueError(f"pixels must be floats in [0, 1], got dtype {pixels.dtype}")
+    if isinstance(pixels, torch.Tensor) and pixels.numel() == 0:
+        raise ValueError("no images: sample or upload at least one")
     check_pixels(pixels)
     n, _, height, width = pixels.shape
-    if n == 0:
-        raise ValueError("no images: sample or upload at least one")
     if n > MAX_IMAGES:
         raise ValueError(f"{n} images; the lab scores at most {MAX_IMAGES} at once")
     if min(height, width) < MIN_IMAGE_SIDE:
