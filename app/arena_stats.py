@@ -1,0 +1,459 @@
+"""Arena statistics as pure functions: win rates, Bradley-Terry, agreement, dataset export.
+
+A :class:`Comparison` is one rater's verdict on one blind pair, already mapped from screen
+sides to models. Statistics use the comparisons they are given: filter by criterion (or
+campaign) first. Ties are explicit everywhere:
+
+- a ``"tie"`` (and a "both bad" vote, as in Chatbot Arena) means neither model is preferred;
+- win rates count a tie as half a win by default (``ties="half"``) or leave ties out
+  (``ties="exclude"``); Bradley-Terry always counts a tie as half a win for each side;
+- skipped pairs are no comparison at all (:func:`comparison_from_vote` returns ``None``).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import tempfile
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from statistics import NormalDist
+from typing import Literal
+
+import numpy as np
+
+Outcome = Literal["a", "b", "tie"]
+TieRule = Literal["half", "exclude"]
+VOTE_CHOICES = ("left", "right", "tie", "both_bad", "skip")
+BT_PRIOR = 1.0
+PREFERENCE_FIELDS = (
+    "prompt",
+    "winner",
+    "loser",
+    "winner_model",
+    "loser_model",
+    "criterion",
+    "rater",
+    "pair_id",
+)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One verdict between ``model_a`` and ``model_b``; ``outcome`` names the preferred side.
+
+    ``pair_id`` identifies the shown pair of images (shared by all raters of it);
+    ``image_a``/``image_b`` are the images' references (paths or URLs) for the export.
+    """
+
+    model_a: str
+    model_b: str
+    outcome: Outcome
+    prompt: str = ""
+    pair_id: str | None = None
+    criterion: str = "overall"
+    rater: str | None = None
+    image_a: str | None = None
+    image_b: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.model_a or not self.model_b:
+            raise ValueError("a comparison needs two model names")
+        if self.model_a == self.model_b:
+            raise ValueError(f"a comparison needs two different models, got {self.model_a!r} twice")
+        if self.outcome not in ("a", "b", "tie"):
+            raise ValueError(f"outcome must be 'a', 'b' or 'tie', got {self.outcome!r}")
+
+    @property
+    def winner(self) -> str | None:
+        """The preferred model, or ``None`` for a tie."""
+        return {"a": self.model_a, "b": self.model_b}.get(self.outcome)
+
+    @property
+    def loser(self) -> str | None:
+        """The other model, or ``None`` for a tie."""
+        return {"a": self.model_b, "b": self.model_a}.get(self.outcome)
+
+
+def comparison_from_vote(
+    left_model: str,
+    right_model: str,
+    choice: str,
+    left_image: str | None = None,
+    right_image: str | None = None,
+    **fields: str | None,
+) -> Comparison | None:
+    """Map a blind vote (``left``, ``right``, ``tie``, ``both_bad``, ``skip``) to a comparison.
+
+    ``both_bad`` becomes a tie; ``skip`` gives ``None`` (no comparison). ``fields`` fill the
+    rest of :class:`Comparison` (prompt, pair_id, criterion, rater).
+    """
+    if choice not in VOTE_CHOICES:
+        raise ValueError(f"vote must be one of {', '.join(VOTE_CHOICES)}; got {choice!r}")
+    if choice == "skip":
+        return None
+    outcome = {"left": "a", "right": "b"}.get(choice, "tie")
+    return Comparison(
+        left_model, right_model, outcome, image_a=left_image, image_b=right_image, **fields
+    )
+
+
+def wilson_interval(successes: float, n: float, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of a proportion ``successes / n`` (``(0, 1)`` when ``n == 0``).
+
+    ``successes`` may be fractional (ties counted as halves).
+    """
+    if n < 0 or not 0 <= successes <= n:
+        raise ValueError(f"need 0 <= successes <= n, got {successes} of {n}")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
+    if n == 0:
+        return 0.0, 1.0
+    z = NormalDist().inv_cdf(0.5 + confidence / 2)
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+@dataclass(frozen=True)
+class WinRate:
+    """How often ``model`` beat ``opponent`` (``None``: every opponent), with its interval.
+
+    ``rate`` is ``(wins + ties/2) / (wins + losses + ties)`` under ``ties="half"`` and
+    ``wins / (wins + losses)`` under ``ties="exclude"``; ``nan`` with no comparisons.
+    """
+
+    model: str
+    opponent: str | None
+    wins: int
+    losses: int
+    ties: int
+    rate: float
+    low: float
+    high: float
+    tie_rule: TieRule
+
+
+def _win_rate(
+    model: str, opponent: str | None, counts: list[int], ties: TieRule, confidence: float
+) -> WinRate:
+    wins, losses, tied = counts
+    if ties == "half":
+        successes, n = wins + tied / 2, wins + losses + tied
+    else:
+        successes, n = wins, wins + losses
+    low, high = wilson_interval(successes, n, confidence)
+    rate = successes / n if n else math.nan
+    return WinRate(model, opponent, wins, losses, tied, rate, low, high, ties)
+
+
+def _check_ties(ties: str) -> None:
+    if ties not in ("half", "exclude"):
+        raise ValueError(f"ties must be 'half' or 'exclude', got {ties!r}")
+
+
+def _count(comparisons: Iterable[Comparison], pairwise: bool):
+    counts: dict = defaultdict(lambda: [0, 0, 0])
+    for c in comparisons:
+        for model, other, side in ((c.model_a, c.model_b, "a"), (c.model_b, c.model_a, "b")):
+            key = (model, other) if pairwise else model
+            slot = 2 if c.outcome == "tie" else (0 if c.outcome == side else 1)
+            counts[key][slot] += 1
+    return counts
+
+
+def win_rates(
+    comparisons: Iterable[Comparison], ties: TieRule = "half", confidence: float = 0.95
+) -> dict[str, WinRate]:
+    """Each model's win rate against all its opponents, with a Wilson interval."""
+    _check_ties(ties)
+    counts = _count(comparisons, pairwise=False)
+    return {m: _win_rate(m, None, counts[m], ties, confidence) for m in sorted(counts)}
+
+
+def pairwise_win_rates(
+    comparisons: Iterable[Comparison], ties: TieRule = "half", confidence: float = 0.95
+) -> dict[tuple[str, str], WinRate]:
+    """Win rate of ``model`` against ``opponent`` for every ordered pair that met."""
+    _check_ties(ties)
+    counts = _count(comparisons, pairwise=True)
+    return {key: _win_rate(*key, counts[key], ties, confidence) for key in sorted(counts)}
+
+
+def _design(comparisons: Sequence[Comparison]) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Model names, index pairs ``[C, 2]`` and side-a credit (1 win, 0.5 tie, 0 loss)."""
+    if not comparisons:
+        raise ValueError("no comparisons: Bradley-Terry needs at least one decided vote")
+    models = sorted({m for c in comparisons for m in (c.model_a, c.model_b)})
+    index = {m: i for i, m in enumerate(models)}
+    pairs = np.array([(index[c.model_a], index[c.model_b]) for c in comparisons], dtype=np.int64)
+    credit = np.array([{"a": 1.0, "b": 0.0, "tie": 0.5}[c.outcome] for c in comparisons])
+    return models, pairs, credit
+
+
+def _wins(m: int, pairs: np.ndarray, credit: np.ndarray, prior: float) -> np.ndarray:
+    """``W[i, j]`` = credit of ``i`` over ``j``, plus ``prior`` virtual ties on every pair."""
+    flat_ab = pairs[:, 0] * m + pairs[:, 1]
+    flat_ba = pairs[:, 1] * m + pairs[:, 0]
+    wins = np.bincount(flat_ab, credit, m * m) + np.bincount(flat_ba, 1 - credit, m * m)
+    wins = wins.reshape(m, m) + prior / 2
+    np.fill_diagonal(wins, 0.0)
+    return wins
+
+
+def _log_likelihood(theta: np.ndarray, wins: np.ndarray) -> float:
+    diff = theta[:, None] - theta[None, :]
+    return float(-(wins * np.logaddexp(0.0, -diff)).sum())
+
+
+def _connected(edges: np.ndarray) -> bool:
+    """Whether the graph with adjacency ``edges`` links every node to node 0."""
+    seen, frontier = {0}, [0]
+    while frontier:
+        for j in np.flatnonzero(edges[frontier.pop()]).tolist():
+            if j not in seen:
+                seen.add(j)
+                frontier.append(j)
+    return len(seen) == edges.shape[0]
+
+
+def _fit(wins: np.ndarray, max_iter: int = 100) -> np.ndarray:
+    """Maximum-likelihood log-strengths by Newton's method, ``theta[0] = 0``."""
+    m = wins.shape[0]
+    theta = np.zeros(m)
+    if m == 1:
+        return theta
+    games = wins + wins.T
+    if not _connected(games > 0):
+        raise ValueError(
+            "the comparisons do not connect all models: scores are not identifiable "
+            "(add comparisons or use prior > 0)"
+        )
+    current = _log_likelihood(theta, wins)
+    for _ in range(max_iter):
+        p = 1.0 / (1.0 + np.exp(-(theta[:, None] - theta[None, :])))
+        grad = wins.sum(1) - (games * p).sum(1)
+        curvature = games * p * (1 - p)
+        hessian = curvature - np.diag(curvature.sum(1))
+        step = np.linalg.solve(hessian[1:, 1:], -grad[1:])
+        size = 1.0
+        while size > 1e-8:
+            trial = theta.copy()
+            trial[1:] += size * step
+            value = _log_likelihood(trial, wins)
+            if value >= current - 1e-12:
+                break
+            size /= 2
+        theta, current = trial, value
+        if np.abs(size * step).max() < 1e-10:
+            break
+    if np.abs(theta).max() > 30:
+        raise ValueError(
+            "a model won or lost every comparison: its score is unbounded (use prior > 0)"
+        )
+    return theta
+
+
+def _anchored(theta: np.ndarray, models: list[str], anchor: str | None) -> np.ndarray:
+    if anchor is None:
+        return theta - theta.mean(axis=-1, keepdims=True)
+    return theta - theta[..., [models.index(anchor)]]
+
+
+def _check_bt(models: list[str], anchor: str | None, prior: float) -> None:
+    if anchor is not None and anchor not in models:
+        raise ValueError(f"anchor {anchor!r} is not among the compared models {models}")
+    if not math.isfinite(prior) or prior < 0:
+        raise ValueError(f"prior must be >= 0, got {prior}")
+
+
+def bradley_terry(
+    comparisons: Sequence[Comparison], anchor: str | None = None, prior: float = BT_PRIOR
+) -> dict[str, float]:
+    """Bradley-Terry log-strengths: ``P(i beats j) = sigmoid(score_i - score_j)``.
+
+    Ties count as half a win for each side. ``prior`` adds that many virtual ties between
+    every two models, which keeps scores finite when a model wins everything and ties the
+    models together when the comparison graph is disconnected (use 0 for the plain
+    maximum-likelihood fit). Scores are anchored so the ``anchor`` model scores 0, or, with
+    no anchor, so the scores average 0. ``exp(score_i - score_j)`` is the strength ratio.
+    """
+    models, pairs, credit = _design(comparisons)
+    _check_bt(models, anchor, prior)
+    theta = _anchored(_fit(_wins(len(models), pairs, credit, prior)), models, anchor)
+    return dict(zip(models, theta.tolist(), strict=True))
+
+
+@dataclass(frozen=True)
+class BTScore:
+    """A Bradley-Terry score with its bootstrap percentile interval."""
+
+    model: str
+    score: float
+    low: float
+    high: float
+
+
+def bradley_terry_bootstrap(
+    comparisons: Sequence[Comparison],
+    anchor: str | None = None,
+    prior: float = BT_PRIOR,
+    samples: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> dict[str, BTScore]:
+    """Bradley-Terry scores with percentile intervals from resampling the comparisons.
+
+    Each of ``samples`` resamples draws ``len(comparisons)`` comparisons with replacement
+    (numpy generator seeded by ``seed``: the same inputs and seed give the same intervals)
+    and refits under the same anchor and prior.
+    """
+    if samples < 1 or not 0 < confidence < 1:
+        raise ValueError("samples must be >= 1 and confidence in (0, 1)")
+    models, pairs, credit = _design(comparisons)
+    _check_bt(models, anchor, prior)
+    m = len(models)
+    point = _anchored(_fit(_wins(m, pairs, credit, prior)), models, anchor)
+    rng = np.random.default_rng(seed)
+    draws = np.empty((samples, m))
+    for s in range(samples):
+        chosen = rng.integers(0, len(credit), len(credit))
+        draws[s] = _fit(_wins(m, pairs[chosen], credit[chosen], prior))
+    draws = _anchored(draws, models, anchor)
+    low, high = np.quantile(draws, [(1 - confidence) / 2, (1 + confidence) / 2], axis=0)
+    return {
+        model: BTScore(model, float(point[i]), float(low[i]), float(high[i]))
+        for i, model in enumerate(models)
+    }
+
+
+@dataclass(frozen=True)
+class Agreement:
+    """How often the reward's winner is the raters' majority winner, over decided pairs."""
+
+    agree: int
+    decided: int
+    undecided: int
+    rate: float
+    low: float
+    high: float
+
+
+def human_reward_agreement(
+    comparisons: Iterable[Comparison],
+    reward_scores: Mapping[str, Mapping[str, float]],
+    confidence: float = 0.95,
+) -> Agreement:
+    """Fraction of decided pairs where the reward and the raters' majority pick the same model.
+
+    Votes are grouped by ``pair_id``; the raters' winner is the model with more win votes
+    (tie votes abstain). ``reward_scores[pair_id]`` maps each of the pair's two models to its
+    image's reward; the higher one wins. A pair is decided when both the raters and the
+    reward have a strict winner; the others count as ``undecided``. The interval is Wilson's.
+    """
+    votes: dict[str, dict[str, int]] = {}
+    models: dict[str, frozenset[str]] = {}
+    for c in comparisons:
+        if c.pair_id is None:
+            raise ValueError("every comparison needs a pair_id to compute agreement")
+        pair = frozenset((c.model_a, c.model_b))
+        if models.setdefault(c.pair_id, pair) != pair:
+            raise ValueError(f"pair {c.pair_id!r} has votes on different models")
+        tally = votes.setdefault(c.pair_id, dict.fromkeys(pair, 0))
+        if c.winner is not None:
+            tally[c.winner] += 1
+    missing = sorted(set(votes) - set(reward_scores))
+    if missing:
+        raise ValueError(f"no reward scores for pair(s) {missing[:5]}")
+    agree = decided = 0
+    for pair_id, tally in votes.items():
+        scores = reward_scores[pair_id]
+        if set(scores) != set(tally):
+            raise ValueError(f"reward scores of pair {pair_id!r} must name models {sorted(tally)}")
+        (first, n_first), (second, n_second) = tally.items()
+        if n_first == n_second or scores[first] == scores[second]:
+            continue
+        decided += 1
+        human = first if n_first > n_second else second
+        agree += human == max(scores, key=scores.__getitem__)
+    low, high = wilson_interval(agree, decided, confidence)
+    rate = agree / decided if decided else math.nan
+    return Agreement(agree, decided, len(votes) - decided, rate, low, high)
+
+
+def preference_rows(comparisons: Iterable[Comparison]) -> list[dict[str, str]]:
+    """One preference row per decided vote (ties and skips are left out).
+
+    ``winner``/``loser`` are the images' references, ``winner_model``/``loser_model`` the
+    models that drew them; the other fields come from the comparison (``""`` when unset).
+    """
+    rows = []
+    for c in comparisons:
+        if c.winner is None:
+            continue
+        images = {c.model_a: c.image_a, c.model_b: c.image_b}
+        if images[c.winner] is None or images[c.loser] is None:
+            raise ValueError(f"comparison of pair {c.pair_id!r} has no image references")
+        rows.append(
+            {
+                "prompt": c.prompt,
+                "winner": images[c.winner],
+                "loser": images[c.loser],
+                "winner_model": c.winner,
+                "loser_model": c.loser,
+                "criterion": c.criterion,
+                "rater": c.rater or "",
+                "pair_id": c.pair_id or "",
+            }
+        )
+    return rows
+
+
+def to_jsonl(rows: Iterable[Mapping[str, str]]) -> str:
+    """JSON Lines, one object per row, text kept verbatim (UTF-8, no ASCII escaping)."""
+    return "".join(json.dumps(dict(row), ensure_ascii=False) + "\n" for row in rows)
+
+
+def _csv_safe(value: str) -> str:
+    """Prefix ``'`` to cells a spreadsheet would run as a formula (CSV injection)."""
+    return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
+
+
+def to_csv(rows: Iterable[Mapping[str, str]]) -> str:
+    """CSV with a header of :data:`PREFERENCE_FIELDS`; formula-like cells get a ``'`` prefix."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=PREFERENCE_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: _csv_safe(str(row[k])) for k in PREFERENCE_FIELDS})
+    return buffer.getvalue()
+
+
+def write_preference_dataset(
+    comparisons: Iterable[Comparison], path: str | Path, fmt: str | None = None
+) -> int:
+    """Write the preference rows as ``jsonl`` or ``csv`` (default: from the suffix), atomically.
+
+    Returns the number of rows written.
+    """
+    path = Path(path)
+    fmt = fmt or path.suffix.lstrip(".").lower()
+    if fmt not in ("jsonl", "csv"):
+        raise ValueError(f"format must be 'jsonl' or 'csv', got {fmt!r}")
+    rows = preference_rows(comparisons)
+    text = to_jsonl(rows) if fmt == "jsonl" else to_csv(rows)
+    handle, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8", newline="") as out:
+            out.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return len(rows)
