@@ -47,16 +47,19 @@ def validate_prompt(prompt: str) -> str:
     return prompt
 
 
-def validate_words(words: Sequence[str] | str, field: str, limit: int = MAX_WORDS):
-    """Stripped, de-duplicated words (order kept); ``ValueError`` on empty lists or words."""
+def validate_words(
+    words: Sequence[str] | str, field: str, limit: int = MAX_WORDS
+) -> tuple[str, ...]:
+    """Words stripped of spaces and final dots, de-duplicated in order; ``ValueError`` if empty."""
     words = (words,) if isinstance(words, str) else tuple(words)
     cleaned = []
     for word in words:
-        if not isinstance(word, str) or not word.strip().rstrip(".").strip():
+        word = word.strip().rstrip(".").strip() if isinstance(word, str) else ""
+        if not word:
             raise ValueError(f"{field} words contain an empty word")
-        if len(word.strip()) > MAX_WORD_CHARS:
+        if len(word) > MAX_WORD_CHARS:
             raise ValueError(f"{field} word {word[:30]!r}... is longer than {MAX_WORD_CHARS}")
-        cleaned.append(word.strip())
+        cleaned.append(word)
     cleaned = tuple(dict.fromkeys(cleaned))
     if not cleaned:
         raise ValueError(f"{field} words are empty: give at least one word")

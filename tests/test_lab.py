@@ -89,6 +89,42 @@ def test_rankings_before_and_after_follow_the_scores(reward, pixels):
     assert lab.ranking(torch.tensor([1.0, 3.0, 1.0, 2.0])) == [1, 3, 0, 2]
 
 
+class CountingReward:
+    """The tiny reward behind the protocol, counting the texts and image passes it gets."""
+
+    def __init__(self, inner):
+        self.inner, self.name, self.scale = inner, "counting", inner.scale
+        self.texts, self.image_passes = [], 0
+
+    def encode_text(self, texts):
+        self.texts.extend(texts)
+        return self.inner.encode_text(texts)
+
+    def encode_image(self, pixels):
+        self.image_passes += 1
+        return self.inner.encode_image(pixels)
+
+    def score(self, pixels, texts):
+        raise AssertionError("the lab scores from embeddings, not per text")
+
+
+def test_preview_encodes_each_distinct_text_once_and_images_in_one_pass(reward, pixels):
+    counting = CountingReward(reward)
+    result = lab.preview(counting, pixels, PROMPT, ["photo", " photo.", "bright"], "painting")
+    assert result.positive == ("photo", "bright") and result.negative == ("painting",)
+    assert sorted(counting.texts) == sorted(
+        [PROMPT, f"photo. {PROMPT}", f"bright. {PROMPT}", f"painting. {PROMPT}"]
+    )
+    assert counting.image_passes == 1
+    direct = lab.preview(reward, pixels, PROMPT, ["photo", "bright"], ["painting"])
+    assert torch.allclose(result.srp, direct.srp) and torch.allclose(
+        result.saliency, direct.saliency
+    )
+    counting.texts.clear()
+    lab.sensitivity_sweep(counting, pixels, PROMPT, ["photo", "photo", "zebra"])
+    assert len(counting.texts) == 3 and counting.image_passes == 2
+
+
 def _srp_of(reward, pixels, k):
     with torch.no_grad():
         image = reward.encode_image(pixels)
@@ -240,6 +276,10 @@ def test_upload_is_decoded_resized_and_cropped_to_the_reward_size(reward, tmp_pa
         loaded = lab.load_upload(source, size)
         assert loaded.shape == (3, 64, 64) and loaded.dtype == torch.float32
         assert torch.allclose(loaded[:, :, 20:44], torch.tensor([1.0, 0, 0])[:, None, None])
+    photo = Image.fromarray((np.indices((900, 1600)).sum(0) % 256).astype(np.uint8)).convert("RGB")
+    jpeg = io.BytesIO()
+    photo.save(jpeg, format="JPEG")
+    assert lab.load_upload(jpeg.getvalue(), size).shape == (3, 64, 64)
     clear = Image.new("RGBA", (32, 32), (0, 0, 255, 0))
     assert torch.allclose(lab.load_upload(png_bytes(clear), 16), torch.ones(3, 16, 16))
     batch = lab.load_uploads([data, data], size)
