@@ -82,3 +82,13 @@ class Database:
     def dispose(self) -> None:
         """Close every pooled connection."""
         self.engine.dispose()
+
+
+_databases: dict[str, Database] = {}
+
+
+def database(url: str) -> Database:
+    """The process's shared :class:`Database` for ``url``."""
+    if url not in _databases:
+        _databases[url] = Database(url)
+    return _databases[url]

@@ -17,6 +17,11 @@ from app.models import Base
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def include_name(name: str | None, kind: str, parent_names: dict[str, Any]) -> bool:
+    """Leave Celery's and kombu's own tables (result backend, SQL broker) out of comparisons."""
+    return kind != "table" or not (name or "").startswith(("celery_", "kombu_"))
+
+
 def alembic_config() -> Config:
     """The project's ``alembic.ini``, without touching the process's logging setup."""
     config = Config(str(ROOT / "alembic.ini"))
@@ -48,5 +53,6 @@ def head_revision() -> str:
 def schema_diff(db: Database) -> list[Any]:
     """What differs between the database's schema and the models (empty when they match)."""
     with db.engine.connect() as connection:
-        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        options = {"compare_type": True, "include_name": include_name}
+        context = MigrationContext.configure(connection, opts=options)
         return compare_metadata(context, Base.metadata)

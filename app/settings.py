@@ -42,6 +42,7 @@ class Settings(BaseSettings):
     cancel_grace_seconds: float = Field(120.0, ge=0)
     max_attempts: int = Field(3, ge=1, le=100)
     maintenance_seconds: float = Field(5.0, gt=0)
+    redispatch_seconds: float = Field(1800.0, gt=0, description="re-send a queued job after")
     db_retry_seconds: float = Field(60.0, ge=0, description="how long writes retry a lost DB")
 
     @property

@@ -8,6 +8,7 @@ from alembic import context
 from sqlalchemy import Connection, text
 
 from app.db import make_engine
+from app.migrate import include_name
 from app.models import Base
 from app.settings import get_settings
 
@@ -23,6 +24,7 @@ def _run(connection: Connection) -> None:
     context.configure(
         connection=connection,
         target_metadata=Base.metadata,
+        include_name=include_name,
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
     )

@@ -1,0 +1,78 @@
+"""The maintenance loop: reap expired leases, (re)send queued jobs the broker never got.
+
+It runs beside the studio (a thread) or alone (``python -m app.maintenance``). Several
+copies may run at once: every step is a conditional update, and a duplicate task message
+is harmless because a job can only be claimed while queued.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+
+from app import jobs, queue
+from app.db import Database, database
+from app.errors import BrokerUnavailable
+from app.settings import Settings, get_settings
+
+log = logging.getLogger("srpo.maintenance")
+
+
+@dataclass
+class Report:
+    """What one maintenance pass did."""
+
+    reaped: list[int] = field(default_factory=list)
+    dispatched: list[int] = field(default_factory=list)
+    broker_error: str | None = None
+
+
+def maintain_once(db: Database, settings: Settings) -> Report:
+    """One pass: requeue jobs whose worker was lost, then send every undelivered job."""
+    report = Report(reaped=db.write(jobs.reap_expired))
+    if report.reaped:
+        log.warning("requeued or failed jobs with expired leases: %s", report.reaped)
+    pending = db.write(lambda s: jobs.pending_dispatch(s, settings.redispatch_seconds))
+    for job_id in pending:
+        try:
+            queue.dispatch(db, settings, job_id)
+        except BrokerUnavailable as error:
+            report.broker_error = str(error)
+            break
+        report.dispatched.append(job_id)
+    return report
+
+
+class Maintenance(threading.Thread):
+    """Runs :func:`maintain_once` every ``maintenance_seconds`` until stopped."""
+
+    def __init__(self, db: Database, settings: Settings) -> None:
+        super().__init__(name="srpo-maintenance", daemon=True)
+        self.db, self.settings = db, settings
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                maintain_once(self.db, self.settings)
+            except Exception:
+                log.exception("maintenance pass failed; trying again")
+            self.stopping.wait(self.settings.maintenance_seconds)
+
+    def stop(self) -> None:
+        """Ask the loop to end and wait for it."""
+        self.stopping.set()
+        self.join()
+
+
+def main() -> None:
+    """Run the maintenance loop in the foreground."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    settings = get_settings()
+    loop = Maintenance(database(settings.database), settings)
+    loop.run()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,18 @@
+"""What every studio process does first: folders, migrations to head, the first admin."""
+
+from __future__ import annotations
+
+from app.db import Database, database
+from app.migrate import upgrade
+from app.settings import Settings
+from app.users import bootstrap_admin
+
+
+def prepare(settings: Settings) -> Database:
+    """Create the data and storage folders, migrate the database, add the first admin."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    settings.storage.mkdir(parents=True, exist_ok=True)
+    db = database(settings.database)
+    upgrade(db)
+    db.write(lambda session: bootstrap_admin(session, settings))
+    return db

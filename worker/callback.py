@@ -1,0 +1,102 @@
+"""The trainer callback that writes progress, metrics, samples and checkpoints to the database.
+
+It runs on the main process only. Every write is guarded by the job's lease: if the lease is
+gone (the job was reaped and may run elsewhere), :class:`app.jobs.LeaseLost` is raised, which
+stops training at once, without saving, so two runs never write the same job.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from app import jobs, records
+from app.db import Database
+from app.jobs import Lease, LeaseLost, LeaseStatus
+from app.settings import Settings
+from srpo.checkpoints import Checkpoint
+from srpo.train import Callback, Progress
+
+
+class StudioCallback(Callback):
+    """Reports one job's training to the studio database."""
+
+    def __init__(self, db: Database, settings: Settings, lease: Lease, output: Path) -> None:
+        self.db, self.settings, self.lease, self.output = db, settings, lease, output
+
+    def _write(self, work) -> None:
+        self.db.write(work, self.settings.db_retry_seconds)
+
+    def on_progress(self, progress: Progress) -> None:
+        values = {
+            "step": progress.step,
+            "loss": progress.loss,
+            "reward_mean": progress.reward_mean,
+            "eta_seconds": progress.eta_seconds,
+        }
+
+        def work(session) -> None:
+            jobs.record_progress(session, self.lease, values)
+            records.record_metric(session, self.lease.job_id, progress.step, vars(progress))
+
+        self._write(work)
+
+    def on_checkpoint(self, checkpoint: Checkpoint) -> None:
+        self._write(
+            lambda session: records.record_checkpoint(
+                session,
+                self.settings.storage,
+                self.lease.job_id,
+                checkpoint.path,
+                checkpoint.step,
+                checkpoint.format,
+                checkpoint.manifest["files"],
+            )
+        )
+
+    def on_samples(
+        self, step: int, images: torch.Tensor, prompts: Sequence[str], seeds: Sequence[int]
+    ) -> None:
+        folder = self.output / "samples" / f"step-{step:06d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        saved = []
+        for index, (image, prompt, seed) in enumerate(zip(images, prompts, seeds, strict=True)):
+            path = folder / f"{index:03d}-seed{int(seed)}.png"
+            save_png(image, path)
+            saved.append((path, prompt, int(seed), (image.shape[-1], image.shape[-2])))
+
+        def work(session) -> None:
+            for path, prompt, seed, size in saved:
+                records.record_sample(
+                    session,
+                    self.settings.storage,
+                    path,
+                    model=f"job:{self.lease.job_id}",
+                    prompt=prompt,
+                    seed=seed,
+                    size=size,
+                    job_id=self.lease.job_id,
+                    step=step,
+                )
+
+        self._write(work)
+
+    def should_cancel(self) -> bool:
+        status = self.db.write(
+            lambda session: jobs.lease_status(session, self.lease), self.settings.db_retry_seconds
+        )
+        if status is LeaseStatus.LOST:
+            raise LeaseLost(f"job {self.lease.job_id}: lease lost; stopping without saving")
+        return status is LeaseStatus.CANCEL_REQUESTED
+
+
+def save_png(image: torch.Tensor, path: Path) -> None:
+    """Write a ``[3, H, W]`` image in [0, 1] as PNG, atomically."""
+    array = (image.detach().float().clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu()
+    tmp = path.with_name(f".{path.name}.tmp")
+    Image.fromarray(array.numpy()).save(tmp, format="PNG")
+    os.replace(tmp, path)
