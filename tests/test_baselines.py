@@ -254,13 +254,19 @@ def test_grpo_update_groups_noise_and_backpropagates_per_timestep(generator, rew
         lambda loss: (losses.append(loss), loss.backward()),
         optimizer_step=(lambda: steps.append(len(losses))) if intermediate else None,
     )
-    first = recorder.inputs[0]
+    # Rolled out in the policy pass's chunks of 2: 3 chunks x 5 steps without grad.
+    assert recorder.calls[:15] == [(False, False)] * 15
+    first = torch.cat([recorder.inputs[i] for i in (0, 5, 10)])
     assert first.shape[0] == 6 and torch.equal(first[0], first[2])
     assert not torch.equal(first[0], first[3])
     assert len(losses) == 3 * 2  # chunks of 2 samples x 2 timesteps
     assert steps == ([2, 4] if intermediate else [])
     assert stats.rewards.shape == (6,)
-    assert all(call == (True, False) for call in recorder.calls[5:])
+    assert recorder.calls[15:] == [(True, False)] * 6
+    if not intermediate:  # on-policy throughout: ratio 1, each loss is -sum(A) / (6 x 2)
+        advantages = group_advantages(stats.rewards, 3, clip=5.0)
+        expected = [-advantages[c].sum() / 12 for c in torch.arange(6).split(2) for _ in range(2)]
+        assert torch.allclose(torch.stack(losses).detach(), torch.stack(expected), atol=1e-6)
     assert any(
         p.grad is not None and p.grad.abs().sum() > 0 for p in generator.transformer.parameters()
     )
@@ -269,7 +275,9 @@ def test_grpo_update_groups_noise_and_backpropagates_per_timestep(generator, rew
 @pytest.mark.parametrize("method", ["refl", "draft", "grpo"])
 def test_one_update_changes_the_transformer_and_is_reproducible(reward, method):
     base = small_flux()
-    settings = Baselines(**FAST)
+    settings = Baselines(
+        refl_steps=4, draft_steps=3, grpo_steps=4, grpo_group_size=2, grpo_samples_per_step=2
+    )
 
     def run(seed):
         generator = copy.deepcopy(base)

@@ -194,8 +194,18 @@ def grpo_update(
         noise = generator.noise(len(prompts), rng).repeat_interleave(group, dim=0)
     else:
         noise = generator.noise(total, rng)
-    rollout = sde_rollout(generator, cond, noise, sigmas, settings.grpo_eta, rng)
     chunks = torch.arange(total).split(settings.grpo_samples_per_step)
+    # Roll out in the same chunks the policy pass uses: equal shapes give the same numerics,
+    # so the on-policy ratio is 1 (DanceGRPO's README asks for equal batch sizes for this).
+    parts = [
+        sde_rollout(generator, cond.select(c), noise[c], sigmas, settings.grpo_eta, rng)
+        for c in chunks
+    ]
+    rollout = Rollout(
+        torch.cat([p.latents for p in parts]),
+        torch.cat([p.log_probs for p in parts]),
+        torch.cat([p.x0 for p in parts]),
+    )
     with torch.no_grad():
         rewards = torch.cat(
             [score(generator, reward, rollout.x0[c], [texts[i] for i in c]) for c in chunks]
