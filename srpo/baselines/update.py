@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import torch
@@ -40,12 +39,11 @@ def baseline_update(
     ``optimizer_step`` (GRPO only; clip, step, zero the gradients) lets GRPO take DanceGRPO's
     intermediate optimizer steps inside one rollout; without it the rollout accumulates.
     """
-    args: tuple[Sequence[str], Sequence[str]] = (prompts, reward_texts)
-    common = (settings, rollout_steps, shift, rng, backward)
+    args = (generator, reward, prompts, reward_texts, settings, rollout_steps, shift, rng, backward)
     if method == "refl":
-        return refl_update(generator, reward, *args, *common)
+        return refl_update(*args)
     if method == "draft":
-        return draft_update(generator, reward, *args, *common)
+        return draft_update(*args)
     if method == "grpo":
-        return grpo_update(generator, reward, *args, *common, optimizer_step=optimizer_step)
+        return grpo_update(*args, optimizer_step=optimizer_step)
     raise ValueError(f"unknown baseline {method!r}; choose one of {', '.join(METHODS)}")
