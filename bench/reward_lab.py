@@ -1,8 +1,10 @@
 """Reward Lab preview speed on the shipped tiny world; prints JSON.
 
 Timed: one ``srpo.lab.preview`` of 8 tiny-world images with 3 text conditions (plain,
-positive, negative) and the saliency map. Reported separately: sampling the 8 images, and
-the preview with the reward's text cache cleared before each call (every text encoded).
+positive, negative) and the saliency map (wall-clock median and p90, and the median CPU
+seconds of the process, which other load on the machine inflates less). Reported
+separately: sampling the 8 images, and the preview with the reward's text cache cleared
+before each call (every text encoded), and the 1-minute load average of the machine.
 
     .venv/bin/python bench/reward_lab.py [--repeats 20] [--threads 2]
 """
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import time
 
@@ -25,14 +28,14 @@ PROMPT = "a red circle"
 SEEDS = list(range(8))
 
 
-def _timed(call, repeats: int, before=None) -> list[float]:
+def _timed(call, repeats: int, before=None, clock=time.perf_counter) -> list[float]:
     times = []
     for _ in range(repeats):
         if before is not None:
             before()
-        start = time.perf_counter()
+        start = clock()
         call()
-        times.append(time.perf_counter() - start)
+        times.append(clock() - start)
     return times
 
 
@@ -59,6 +62,7 @@ def main() -> None:
 
     _timed(run, args.warmup)
     warm = _timed(run, args.repeats)
+    cpu = _timed(run, args.repeats, clock=time.process_time)
     cold = _timed(run, args.repeats, before=reward._text_cache.clear)
     result = run()
     assert result.saliency is not None and result.saliency.shape == (8, 64, 64)
@@ -72,6 +76,8 @@ def main() -> None:
                 "repeats": args.repeats,
                 "preview_median_s": round(statistics.median(warm), 4),
                 "preview_p90_s": round(sorted(warm)[int(0.9 * (len(warm) - 1))], 4),
+                "preview_cpu_median_s": round(statistics.median(cpu), 4),
+                "load_average_1min": round(os.getloadavg()[0], 2),
                 "preview_uncached_text_median_s": round(statistics.median(cold), 4),
                 "sampling_median_s": round(statistics.median(sampling), 4),
                 "sampling_steps": steps,

@@ -31,7 +31,13 @@ def generator():
 
 @pytest.fixture(scope="module")
 def pixels(generator):
-    return lab.sample_lab_images(generator, PROMPT, list(range(8)), steps=20, shift=1.0)
+    # One thread: on a shared 2-core machine two contended torch threads sample ~10x slower.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return lab.sample_lab_images(generator, PROMPT, list(range(8)), steps=20, shift=1.0)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def text(reward, word=None):
