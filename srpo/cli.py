@@ -51,12 +51,19 @@ def _tiny_gates(args: argparse.Namespace) -> int:
 
 
 def _sample(args: argparse.Namespace) -> int:
-    from srpo.models import load_generator
     from srpo.sampling import labelled_grid, parse_seeds, sample_images
 
     seeds = parse_seeds(args.seeds)
-    generator = load_generator(args.model, args.path)
-    defaults = _sampling_defaults(args.model, args.path)
+    if args.checkpoint:
+        from srpo.evaluate import load_finetuned
+
+        generator, config = load_finetuned(args.checkpoint)
+        defaults = {"steps": config.rollout_steps, "shift": config.shift}
+    else:
+        from srpo.models import load_generator
+
+        generator = load_generator(args.model, args.path)
+        defaults = _sampling_defaults(args.model, args.path)
     steps = args.steps or int(defaults["steps"])
     shift = args.shift if args.shift is not None else defaults["shift"]
     images = sample_images(generator, [args.prompt] * len(seeds), seeds, steps, shift)
@@ -87,6 +94,22 @@ def _train(args: argparse.Namespace) -> int:
     result = train(config, output, config_dir=config_path.parent, show_progress=True)
     where = result.checkpoint.path if result.checkpoint else output
     print(f"{'cancelled' if result.cancelled else 'finished'} at step {result.step}: {where}")
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from srpo.evaluate import evaluate_checkpoint
+
+    result = evaluate_checkpoint(args.checkpoint, prompts=args.prompts)
+    print(json.dumps(result, indent=None if args.json else 2))
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from srpo.demo import run_demo
+
+    result = run_demo(args.output, prompts=args.prompts)
+    print(json.dumps(result, indent=None if args.json else 2))
     return 0
 
 
@@ -123,9 +146,26 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--output", default=None, help="run folder (default: outputs/<config name>)")
     train.set_defaults(run=_train)
 
+    evaluate = commands.add_parser(
+        "eval", help="a checkpoint vs its base model on held-out prompts at fixed seeds"
+    )
+    evaluate.add_argument("--checkpoint", required=True, help="a checkpoints/step-N folder")
+    evaluate.add_argument(
+        "--prompts", type=int, default=96, help="held-out prompts (one seed each)"
+    )
+    evaluate.add_argument("--json", action="store_true", help="print one JSON object")
+    evaluate.set_defaults(run=_eval)
+
+    demo = commands.add_parser("demo", help="the tiny-world SRPO demo, judged before and after")
+    demo.add_argument("--output", default=None, help="keep the run here (default: a temp dir)")
+    demo.add_argument("--prompts", type=int, default=96, help="held-out prompts (one seed each)")
+    demo.add_argument("--json", action="store_true", help="print one JSON object")
+    demo.set_defaults(run=_demo)
+
     sample = commands.add_parser("sample", help="write a labelled grid of samples")
     sample.add_argument("--model", default="tiny", help="tiny or flux")
     sample.add_argument("--path", default=None, help="weights folder or hub id")
+    sample.add_argument("--checkpoint", default=None, help="a fine-tune's checkpoint folder")
     sample.add_argument("--prompt", required=True)
     sample.add_argument("--seeds", default="0-7", help="e.g. 0-7 or 1,5,9")
     sample.add_argument("--steps", type=int, default=None)

@@ -1,0 +1,170 @@
+"""Evaluate a fine-tune against its base model on held-out prompts at fixed seeds.
+
+Every model is scored with the reward of its run (the plain reward of the prompt, of the
+prompt augmented with the positive word, and the SRP reward with k = 0). On the tiny world
+the procedural judge also measures how often the images show the positive and the negative
+control word's attribute, and prompt fidelity: the share of images that show every attribute
+their prompt names. Held-out prompts name content only (shape, colour, size, background), so
+the style the control words steer is left to the model.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from srpo.checkpoints import Checkpoint, load_checkpoint, verify
+from srpo.config import TrainConfig
+from srpo.models.base import Generator
+from srpo.rewards.base import TextImageReward
+from srpo.rewards.srp import SRPScorer, augment
+from srpo.sampling import sample_images
+
+EVAL_SEED = 3_000_017
+CONTENT = ("shape", "colour", "size", "background")
+
+
+@dataclass(frozen=True)
+class EvalSet:
+    """Held-out prompts, one fixed seed each, and the sampler settings."""
+
+    prompts: list[str]
+    seeds: list[int]
+    steps: int
+    shift: float
+
+
+def tiny_heldout_prompts(n: int, seed: int = EVAL_SEED) -> list[str]:
+    """Content-only captions of ``n`` held-out tiny-world scenes (seed disjoint from training)."""
+    from srpo.tiny_world.world import describe, sample_scenes
+
+    return [describe(s, include=CONTENT) for s in sample_scenes(n, random.Random(seed))]
+
+
+def eval_set(config: TrainConfig, n: int, seed: int = EVAL_SEED) -> EvalSet:
+    """The held-out set of a run: tiny-world scenes, or the run's eval/training prompts."""
+    if n < 1:
+        raise ValueError(f"the evaluation needs at least one prompt, got {n}")
+    if config.model == "tiny":
+        prompts = tiny_heldout_prompts(n, seed)
+    else:
+        pool = list(config.eval_prompts or config.prompt_list())
+        prompts = [pool[i % len(pool)] for i in range(n)]
+    return EvalSet(prompts, [seed + i for i in range(n)], config.rollout_steps, config.shift)
+
+
+def attribute_of(word: str) -> tuple[str, str] | None:
+    """The tiny-world attribute ``(family, value)`` a control word names, if exactly one."""
+    from srpo.tiny_world.world import parse_prompt
+
+    named, _ = parse_prompt(word)
+    return next(iter(named.items())) if len(named) == 1 else None
+
+
+@torch.no_grad()
+def measure(
+    generator: Generator,
+    reward: TextImageReward,
+    data: EvalSet,
+    positive: str | None = None,
+    negative: str | None = None,
+    judged: bool = False,
+) -> dict[str, Any]:
+    """Mean rewards of the model's images of ``data``; judged rates when ``judged``."""
+    images = sample_images(generator, data.prompts, data.seeds, data.steps, data.shift)
+    pixels = images.to(reward.device)
+    result: dict[str, Any] = {
+        "images": len(images),
+        "reward": reward.score(pixels, data.prompts).mean().item(),
+    }
+    if positive:
+        positive_scores = reward.score(pixels, augment(positive, data.prompts))
+        result["reward_positive"] = positive_scores.mean().item()
+    if positive and negative:
+        srp = SRPScorer(reward).score(pixels, data.prompts, positive, negative, 0.0)
+        result["srp_reward"] = srp.mean().item()
+    if judged:
+        result.update(judged_rates(images, data.prompts, positive, negative))
+    return result
+
+
+def judged_rates(
+    images: torch.Tensor,
+    prompts: Sequence[str],
+    positive: str | None,
+    negative: str | None,
+) -> dict[str, float]:
+    """Tiny-world judge: prompt fidelity and the share of images showing each word's attribute."""
+    from srpo.tiny_world.judge import check
+
+    verdicts = check(images, prompts)
+    rates = {"prompt_fidelity": sum(v.faithful for v in verdicts) / len(verdicts)}
+    for name, word in (("positive", positive), ("negative", negative)):
+        attribute = attribute_of(word) if word else None
+        if attribute is not None:
+            family, value = attribute
+            shown = sum(v.attributes[family] == value for v in verdicts)
+            rates[f"judged_{name}_rate"] = shown / len(verdicts)
+    return rates
+
+
+def load_run_checkpoint(path: str | Path) -> tuple[Checkpoint, TrainConfig]:
+    """A verified checkpoint folder and the training config its manifest records."""
+    from srpo.config import make_config
+
+    checkpoint = verify(Path(path))
+    if checkpoint is None:
+        raise ValueError(f"{path} is not a complete checkpoint (missing files or bad sha256)")
+    return checkpoint, make_config(checkpoint.manifest["config"])
+
+
+def apply_checkpoint(generator: Generator, checkpoint: Checkpoint, config: TrainConfig) -> None:
+    """Load a checkpoint's weights (LoRA adapters or the full transformer) into ``generator``."""
+    from srpo.train import add_lora
+
+    if config.lora is not None:
+        add_lora(generator.transformer, config.lora)
+    load_checkpoint(checkpoint, generator.transformer, None)
+    generator.transformer.eval()
+
+
+def load_finetuned(path: str | Path) -> tuple[Generator, TrainConfig]:
+    """The generator of a run with the checkpoint at ``path`` applied, and the run's config."""
+    from srpo.train import build_generator
+
+    checkpoint, config = load_run_checkpoint(path)
+    generator = build_generator(config)
+    apply_checkpoint(generator, checkpoint, config)
+    return generator, config
+
+
+def evaluate_checkpoint(
+    path: str | Path, prompts: int = 96, seed: int = EVAL_SEED
+) -> dict[str, Any]:
+    """Base model vs the checkpoint at ``path`` on the same held-out prompts and seeds."""
+    from srpo.train import build_models
+
+    checkpoint, config = load_run_checkpoint(path)
+    data = eval_set(config, prompts, seed)
+    positive = config.positive_words[0] if config.positive_words else None
+    negative = config.negative_words[0] if config.negative_words else None
+    judged = config.model == "tiny"
+    generator, reward = build_models(config)
+    base = measure(generator, reward, data, positive, negative, judged)
+    apply_checkpoint(generator, checkpoint, config)
+    tuned = measure(generator, reward, data, positive, negative, judged)
+    return {
+        "checkpoint": str(checkpoint.path),
+        "step": checkpoint.step,
+        "method": config.method,
+        "positive_word": positive,
+        "negative_word": negative,
+        "prompts": len(data.prompts),
+        "base": base,
+        "finetuned": tuned,
+    }
