@@ -172,7 +172,19 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--shift", type=float, default=None)
     sample.add_argument("--out", default="grid.png")
     sample.set_defaults(run=_sample)
+    _register_plugins(commands)
     return parser
+
+
+def _register_plugins(commands: argparse._SubParsersAction) -> None:
+    """Subcommands other installed packages add (``srpo.commands`` entry points, e.g. studio).
+
+    Each entry point is a ``register(commands)`` function; srpo itself names none of them.
+    """
+    from importlib.metadata import entry_points
+
+    for entry in entry_points(group="srpo.commands"):
+        entry.load()(commands)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
