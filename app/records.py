@@ -41,7 +41,7 @@ def record_checkpoint(
         "format": fmt,
         "path": relative(storage, path),
         "weights_file": main,
-        "size_bytes": sum((path / name).stat().st_size for name in files),
+        "size_bytes": sum(f.stat().st_size for f in path.rglob("*") if f.is_file()),
         "sha256": files[main],
         "files": dict(files),
         "created_at": utcnow(),

@@ -8,7 +8,6 @@ stops training at once, without saving, so two runs never write the same job.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -19,7 +18,7 @@ from app.db import Database
 from app.jobs import Lease, LeaseLost, LeaseStatus
 from app.settings import Settings
 from srpo.checkpoints import Checkpoint
-from srpo.train import Callback, Progress
+from srpo.train import Callback, Progress, Samples
 
 
 class StudioCallback(Callback):
@@ -58,13 +57,12 @@ class StudioCallback(Callback):
             )
         )
 
-    def on_samples(
-        self, step: int, images: torch.Tensor, prompts: Sequence[str], seeds: Sequence[int]
-    ) -> None:
-        folder = self.output / "samples" / f"step-{step:06d}"
+    def on_samples(self, samples: Samples) -> None:
+        folder = samples.path.with_suffix("")
         folder.mkdir(parents=True, exist_ok=True)
+        cells = list(zip(samples.images, samples.prompts, samples.seeds, strict=True))
         saved = []
-        for index, (image, prompt, seed) in enumerate(zip(images, prompts, seeds, strict=True)):
+        for index, (image, prompt, seed) in enumerate(cells):
             path = folder / f"{index:03d}-seed{int(seed)}.png"
             save_png(image, path)
             saved.append((path, prompt, int(seed), (image.shape[-1], image.shape[-2])))
@@ -80,7 +78,7 @@ class StudioCallback(Callback):
                     seed=seed,
                     size=size,
                     job_id=self.lease.job_id,
-                    step=step,
+                    step=samples.step,
                 )
 
         self._write(work)

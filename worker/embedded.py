@@ -44,12 +44,14 @@ class EmbeddedWorker:
             without_gossip=True,
             loglevel="INFO",
         )
-        self.thread = threading.Thread(
-            target=self.controller.start, name="srpo-worker", daemon=True
-        )
+        self.thread = threading.Thread(target=self._run, name="srpo-worker", daemon=True)
         self.maintenance = (
             Maintenance(database(settings.database), settings) if maintenance else None
         )
+
+    def _run(self) -> None:
+        self.celery.set_current()  # the solo pool runs tasks through the thread's current app
+        self.controller.start()
 
     def start(self, timeout: float = 60.0) -> EmbeddedWorker:
         """Start the worker thread (and the maintenance loop) and wait until it consumes."""

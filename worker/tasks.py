@@ -18,7 +18,7 @@ GRID_TASK = "srpo.render_grid"
 
 def register(celery: Celery, settings: Settings) -> None:
     """Define the studio's tasks on ``celery``, working with ``settings``."""
-    durable = {"acks_late": True, "reject_on_worker_lost": True}
+    durable = {"acks_late": True, "reject_on_worker_lost": True, "shared": False}
 
     @celery.task(name=TRAIN_TASK, **durable)
     def run_training(job_id: int) -> str:
