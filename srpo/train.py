@@ -288,7 +288,10 @@ def train(
     base = Path(config_dir) if config_dir else None
     prompts = config.prompt_list(base)
     output = Path(output)
+    # Without ``cpu=True`` accelerate ignores a multi-process launch on a machine without
+    # GPUs and every process would train alone on rank 0's data.
     accelerator = Accelerator(
+        cpu=not torch.cuda.is_available(),
         mixed_precision=config.mixed_precision,
         gradient_accumulation_steps=config.gradient_accumulation,
         log_with="tensorboard" if config.tensorboard else None,
