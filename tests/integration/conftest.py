@@ -8,6 +8,8 @@ skip them: CI has both.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -89,3 +91,40 @@ def sqlite_settings(tmp_path: Path) -> Settings:
     settings = Settings(data_dir=tmp_path / "data")
     prepare(settings)
     return settings
+
+
+def start_worker(settings: Settings, name: str, log: Path) -> subprocess.Popen[bytes]:
+    """A real Celery worker process on the settings' GPU queue (solo pool, like a GPU node)."""
+    command = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "worker.celery_app",
+        "worker",
+        "-Q",
+        settings.gpu_queue,
+        "--pool",
+        "solo",
+        "--concurrency",
+        "1",
+        "-n",
+        f"{name}@%h",
+        "--without-heartbeat",
+        "--without-mingle",
+        "--without-gossip",
+        "--loglevel",
+        "INFO",
+    ]
+    env = {**os.environ, **settings.environment()}
+    with open(log, "ab") as out:
+        return subprocess.Popen(
+            command, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=Path(__file__).parents[2]
+        )
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    """Kill a process this test started, if it still runs."""
+    if process.poll() is None:
+        process.kill()
+        process.wait(30)
