@@ -6,7 +6,6 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from srpo.checkpoints import LORA_FILE, latest_checkpoint
-from srpo.config import make_config
 from srpo.models.tiny import load_tiny_generator
 from srpo.offline import encode_pool, read_image_folder
 from srpo.sampling import sample_images
@@ -50,7 +49,9 @@ def test_offline_update_uses_the_real_images_and_fresh_noise(smoke_world, tmp_pa
 
 def test_offline_training_runs_and_moves_weights(smoke_world, tmp_path):
     write_images(tmp_path / "real")
-    train(config(smoke_world, offline_images="real", steps=2), tmp_path / "run", config_dir=tmp_path)
+    train(
+        config(smoke_world, offline_images="real", steps=2), tmp_path / "run", config_dir=tmp_path
+    )
     weights = load_file(str(latest_checkpoint(tmp_path / "run").path / LORA_FILE))
     assert any("lora_B" in k and v.abs().sum() > 0 for k, v in weights.items())
 
