@@ -38,7 +38,7 @@ def dispatch(db: Database, settings: Settings, job_id: int) -> str:
 
     try:
         result = _client(settings).send_task(
-            TRAIN_TASK, args=[job_id], queue=settings.gpu_queue, retry=False
+            TRAIN_TASK, args=[job_id], queue=settings.gpu_queue, retry=False, ignore_result=True
         )
     except (BrokerError, OSError) as error:
         message = (
@@ -54,7 +54,9 @@ def send(settings: Settings, task: str, args: list[int]) -> str:
     """Send another task (pairs, grids) to the GPU queue; raises :class:`BrokerUnavailable`."""
     try:
         return (
-            _client(settings).send_task(task, args=args, queue=settings.gpu_queue, retry=False).id
+            _client(settings)
+            .send_task(task, args=args, queue=settings.gpu_queue, retry=False, ignore_result=True)
+            .id
         )
     except (BrokerError, OSError) as error:
         raise BrokerUnavailable(f"the job queue (broker) is unreachable: {error}") from None
