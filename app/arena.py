@@ -54,11 +54,6 @@ def create_campaign(
     name = name.strip()
     if not name or len(name) > 200:
         raise StudioError("name: 1-200 characters")
-    if len(set(models)) != len(models) or len(models) < 2:
-        raise StudioError("models: at least two different models")
-    for ref in models:
-        if ref != "base":
-            checkpoint_for(session, ref)
     prompts = [p.strip() for p in prompts]
     if not prompts or len(prompts) > MAX_PROMPTS or not all(prompts):
         raise StudioError(f"prompts: 1-{MAX_PROMPTS} non-empty prompts")
@@ -71,6 +66,11 @@ def create_campaign(
     unknown = [c for c in criteria if c not in CRITERIA]
     if not criteria or unknown:
         raise StudioError(f"criteria: choose from {', '.join(CRITERIA)}")
+    if len(set(models)) != len(models) or len(models) < 2:
+        raise StudioError("models: at least two different models")
+    for ref in models:
+        if ref != "base":
+            checkpoint_for(session, ref)
     campaign = Campaign(
         name=name,
         models=list(models),
