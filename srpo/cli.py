@@ -28,6 +28,14 @@ def _bench_recovery(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_step(args: argparse.Namespace) -> int:
+    from srpo.benchmarks.step import bench_step
+
+    result = bench_step(repeats=args.repeats, batch=args.batch)
+    print(json.dumps(result, indent=None if args.json else 2))
+    return 0
+
+
 def _tiny_train(args: argparse.Namespace) -> int:
     from srpo.tiny_world.training import train_and_gate
 
@@ -127,6 +135,13 @@ def build_parser() -> argparse.ArgumentParser:
     recovery.add_argument("--samples", type=int, default=200_000)
     recovery.add_argument("--seed", type=int, default=0)
     recovery.set_defaults(run=_bench_recovery)
+    step = benches.add_parser(
+        "step", help="one Direct-Align update vs the bare passes it needs (median seconds)"
+    )
+    step.add_argument("--json", action="store_true", help="print one JSON object")
+    step.add_argument("--repeats", type=int, default=15)
+    step.add_argument("--batch", type=int, default=4)
+    step.set_defaults(run=_bench_step)
 
     tiny = commands.add_parser("tiny-world", help="train or gate the embedded tiny world")
     tiny_commands = tiny.add_subparsers(dest="tiny", required=True)

@@ -25,3 +25,16 @@ def test_cli_errors_are_one_line(capsys):
     assert main(["bench", "recovery", "--samples", "0"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("srpo: error:") and "\n" not in err
+
+
+def test_bench_step_reports_both_medians_and_their_ratio():
+    out = subprocess.run(
+        [sys.executable, "-m", "srpo.cli", "bench", "step", "--json", "--repeats", "1"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["update_seconds"] > 0 and result["bare_seconds"] > 0
+    expected = result["update_seconds"] / result["bare_seconds"]
+    assert abs(result["ratio"] - expected) < 0.01
