@@ -93,3 +93,15 @@ def test_eval_of_a_folder_that_is_not_a_checkpoint_is_a_one_line_error(tmp_path,
     err = capsys.readouterr().err.strip()
     assert err.startswith("srpo: error:") and "not a complete checkpoint" in err
     assert "\n" not in err
+
+
+def test_demo_reports_judged_rates_before_and_after():
+    from srpo.demo import run_demo
+
+    result = run_demo(prompts=4, steps=1)
+    assert result["steps"] == 1 and result["prompts"] == 4
+    for key in ("judged_positive_rate", "prompt_fidelity"):
+        before, after = result[f"{key}_before"], result[f"{key}_after"]
+        assert 0.0 <= before <= 1.0 and 0.0 <= after <= 1.0
+    assert result["srp_reward_after"] != result["srp_reward_before"]
+    assert result["seconds"] >= result["train_seconds"] > 0
