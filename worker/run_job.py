@@ -55,7 +55,9 @@ def run(job_id: int, lease: Lease, settings: Settings) -> int:
     from srpo.train import train
     from worker.callback import StudioCallback
 
-    main = int(os.environ.get("RANK", "0")) == 0
+    rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    main = rank == 0
+    log.info("job %s attempt %s: process %s of %s", job_id, lease.attempt, rank + 1, world)
     db = Database(settings.database)
     job = db.write(lambda s: s.get(Job, job_id), settings.db_retry_seconds)
     if job is None:

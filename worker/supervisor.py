@@ -38,13 +38,15 @@ def worker_name() -> str:
 
 
 def training_command(job_id: int, processes: int) -> list[str]:
-    """``python -m worker.run_job ID``, under ``accelerate launch`` for several processes."""
+    """``python -m worker.run_job ID``, under ``accelerate launch --multi_gpu`` for several
+    processes (torch.distributed; NCCL on GPUs, gloo where there are none)."""
     if processes <= 1:
         return [sys.executable, "-m", "worker.run_job", str(job_id)]
     return [
         sys.executable,
         "-m",
         "accelerate.commands.launch",
+        "--multi_gpu",
         "--num_processes",
         str(processes),
         "--module",

@@ -58,7 +58,7 @@ def test_sigkill_of_the_worker_resumes_the_job_on_another_worker(
     reaper = Maintenance(db, settings)
     reaper.start()
     try:
-        config = tiny_job(steps=14, checkpoint_every=1, lora={"rank": 4, "alpha": 4})
+        config = tiny_job(steps=8, checkpoint_every=1, lora={"rank": 4, "alpha": 4})
         job_id = queue.submit_job(db, settings, config)
         wait_for(lambda: _job(db, job_id).step >= 3, what="three steps")
         with db.session() as session:
@@ -73,7 +73,7 @@ def test_sigkill_of_the_worker_resumes_the_job_on_another_worker(
         reaper.stop()
         for worker in workers:
             stop(worker)
-    assert job.step == 14 and job.attempts == 2
+    assert job.step == 8 and job.attempts == 2
     with db.session() as session:
         runs = session.scalars(
             select(JobRun).where(JobRun.job_id == job_id).order_by(JobRun.attempt)
@@ -86,8 +86,8 @@ def test_sigkill_of_the_worker_resumes_the_job_on_another_worker(
     # The second run resumed from a checkpoint: early steps were not trained again.
     kept = [m.step for m in metrics if m.created_at < runs[1].started_at]
     assert min(kept) == 1 and max(kept) >= 3
-    assert sorted(m.step for m in metrics) == list(range(1, 15))
-    assert _checkpoints_are_on_disk(db, settings, job_id) == list(range(1, 15))
+    assert sorted(m.step for m in metrics) == list(range(1, 9))
+    assert _checkpoints_are_on_disk(db, settings, job_id) == list(range(1, 9))
 
 
 def _outage(database_name: str, seconds: float) -> int:
