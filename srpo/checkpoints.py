@@ -53,11 +53,17 @@ def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
 
 
-def lora_state_dict(transformer: nn.Module) -> dict[str, torch.Tensor]:
-    """The transformer's LoRA weights with diffusers' ``transformer.`` prefix."""
+def lora_state_dict(
+    transformer: nn.Module, state_dict: dict[str, torch.Tensor] | None = None
+) -> dict[str, torch.Tensor]:
+    """The transformer's LoRA weights with diffusers' ``transformer.`` prefix.
+
+    ``state_dict``: the full (gathered) state of a sharded model; by default the module's own.
+    """
     from peft.utils import get_peft_model_state_dict
 
-    return {f"transformer.{k}": v for k, v in get_peft_model_state_dict(transformer).items()}
+    lora = get_peft_model_state_dict(transformer, state_dict=state_dict)
+    return {f"transformer.{k}": v for k, v in lora.items()}
 
 
 def save_checkpoint(
@@ -67,8 +73,13 @@ def save_checkpoint(
     lora: bool,
     optimizer: torch.optim.Optimizer,
     manifest: dict[str, Any],
+    state_dict: dict[str, torch.Tensor] | None = None,
 ) -> Checkpoint:
-    """Write a checkpoint atomically under ``root/checkpoints``; returns it."""
+    """Write a checkpoint atomically under ``root/checkpoints``; returns it.
+
+    ``state_dict``: the transformer's full state gathered from all ranks (FSDP); by default the
+    module's own.
+    """
     from safetensors.torch import save_file
 
     parent = Path(root) / "checkpoints"
@@ -78,10 +89,13 @@ def save_checkpoint(
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     if lora:
-        state = {k: v.detach().contiguous().cpu() for k, v in lora_state_dict(transformer).items()}
+        lora_state = lora_state_dict(transformer, state_dict)
+        state = {k: v.detach().contiguous().cpu() for k, v in lora_state.items()}
         save_file(state, str(tmp / LORA_FILE), metadata={"format": "pt"})
     else:
-        transformer.save_pretrained(tmp / "transformer", safe_serialization=True)
+        transformer.save_pretrained(
+            tmp / "transformer", safe_serialization=True, state_dict=state_dict
+        )
     torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
     torch.save(rng_state(), tmp / "rng.pt")
     files = {

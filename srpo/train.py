@@ -428,7 +428,9 @@ class _Session:
             callback.on_samples(Samples(step, images, texts, seeds, path))
 
     def save(self, step: int) -> Checkpoint | None:
+        """Gather the weights on every rank (sharded models need all), write on the main one."""
         self.accelerator.wait_for_everyone()
+        state = self.accelerator.get_state_dict(self.generator.transformer)
         if not self.accelerator.is_main_process:
             return None
         transformer = self.accelerator.unwrap_model(self.generator.transformer)
@@ -439,6 +441,7 @@ class _Session:
             self.config.lora is not None,
             self.optimizer,
             self.manifest,
+            state,
         )
         for callback in self.callbacks:
             callback.on_checkpoint(checkpoint)
