@@ -1,0 +1,243 @@
+"""Authentication and role checks in front of every route, the mounted Gradio apps included.
+
+One ASGI middleware sits before all routing, so nothing (API routes, Gradio's own routes,
+file and image URLs, the OpenAPI schema) is reachable without credentials unless it is in
+:data:`PUBLIC`. Credentials are a signed session cookie (set by the login page) or an
+``Authorization: Bearer`` API token. Access is deny-by-default by path: raters reach only
+:data:`RATER_PREFIXES` / :data:`RATER_PATHS` (the rating app and the voting API), admins
+alone reach :data:`ADMIN_PREFIXES`, and every other path needs a trainer or an admin.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+import anyio
+from itsdangerous import BadSignature, URLSafeTimedSerializer
+from sqlalchemy import select
+
+from app.db import Database
+from app.models import Role, User
+from app.users import user_for_token
+
+SESSION_COOKIE = "srpo_session"
+SESSION_SECONDS = 12 * 3600
+PRINCIPAL_KEY = "srpo.principal"
+PUBLIC = {("GET", "/healthz"), ("HEAD", "/healthz"), ("GET", "/login"), ("POST", "/login")}
+RATER_PATHS = {"/", "/logout", "/api/v1/me", "/api/v1/votes"}
+RATER_PREFIXES = ("/rate/", "/api/v1/rate/", "/static/")
+ADMIN_PREFIXES = ("/api/v1/users",)
+BAD_PATH_PARTS = ("/../", "/./", "//", "\\", "\x00")
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who a request comes from."""
+
+    id: int
+    username: str
+    role: Role
+
+    def may(self, needed: Role) -> bool:
+        """Whether this principal's role grants ``needed`` (admin > trainer > rater)."""
+        rank = {Role.RATER: 0, Role.TRAINER: 1, Role.ADMIN: 2}
+        return rank[self.role] >= rank[needed]
+
+
+def needed_role(path: str) -> Role:
+    """The least role a path needs (deny-by-default: anything unlisted needs a trainer)."""
+    if path.startswith(ADMIN_PREFIXES):
+        return Role.ADMIN
+    if path in RATER_PATHS or path == "/rate" or path.startswith(RATER_PREFIXES):
+        return Role.RATER
+    return Role.TRAINER
+
+
+def is_public(method: str, path: str) -> bool:
+    """Whether a request needs no credentials (only liveness and the login page)."""
+    return (method, path) in PUBLIC
+
+
+def suspicious(path: str) -> bool:
+    """True for dot segments, doubled slashes, backslashes or NUL in a path."""
+    return path.endswith(("/..", "/.")) or any(part in path for part in BAD_PATH_PARTS)
+
+
+def _fingerprint(password_hash: str) -> str:
+    """A short digest of the password hash: a password change ends existing sessions."""
+    return hashlib.sha256(password_hash.encode()).hexdigest()[:16]
+
+
+class Authenticator:
+    """Turns a session cookie or a bearer token into a :class:`Principal` (cached briefly)."""
+
+    def __init__(self, db: Database, secret: str, cache_seconds: float = 2.0) -> None:
+        self.db = db
+        self.cache_seconds = cache_seconds
+        self.serializer = URLSafeTimedSerializer(secret, salt="srpo-session")
+        self._cache: dict[str, tuple[float, Principal | None]] = {}
+        self._lock = threading.Lock()
+
+    def session_cookie(self, user: User) -> str:
+        """A signed session value for ``user``."""
+        return self.serializer.dumps({"u": user.id, "p": _fingerprint(user.password_hash)})
+
+    def _cached(self, key: str, load: Callable[[], Principal | None]) -> Principal | None:
+        now = time.monotonic()
+        with self._lock:
+            hit = self._cache.get(key)
+            if hit is not None and hit[0] > now:
+                return hit[1]
+        found = load()
+        with self._lock:
+            if len(self._cache) > 10_000:
+                self._cache.clear()
+            self._cache[key] = (now + self.cache_seconds, found)
+        return found
+
+    def from_token(self, token: str) -> Principal | None:
+        """The principal of an API token, or None."""
+
+        def load() -> Principal | None:
+            user = self.db.write(lambda session: user_for_token(session, token))
+            return None if user is None else Principal(user.id, user.username, user.role)
+
+        return self._cached("t:" + hashlib.sha256(token.encode()).hexdigest(), load)
+
+    def from_cookie(self, value: str) -> Principal | None:
+        """The principal of a session cookie, or None (bad signature, expired, stale)."""
+        try:
+            data = self.serializer.loads(value, max_age=SESSION_SECONDS)
+        except BadSignature:
+            return None
+        if not isinstance(data, dict) or not isinstance(data.get("u"), int):
+            return None
+
+        def load() -> Principal | None:
+            with self.db.session() as session:
+                user = session.get(User, data["u"])
+                if user is None or not user.active:
+                    return None
+                if _fingerprint(user.password_hash) != data.get("p"):
+                    return None
+                return Principal(user.id, user.username, user.role)
+
+        return self._cached("c:" + value, load)
+
+    def by_username(self, username: str) -> Principal | None:
+        """The active user called ``username`` as a principal (for Gradio handlers)."""
+        with self.db.session() as session:
+            user = session.scalar(select(User).where(User.username == username))
+            if user is None or not user.active:
+                return None
+            return Principal(user.id, user.username, user.role)
+
+    def forget(self) -> None:
+        """Drop every cached principal (after a logout or a role change)."""
+        with self._lock:
+            self._cache.clear()
+
+
+def _headers(scope: Scope) -> dict[str, str]:
+    return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+
+
+def _cookie(headers: dict[str, str], name: str) -> str | None:
+    for part in headers.get("cookie", "").split(";"):
+        key, _, value = part.strip().partition("=")
+        if key == name and value:
+            return value
+    return None
+
+
+def _same_origin(headers: dict[str, str]) -> bool:
+    """False when a browser says the request comes from another site (CSRF)."""
+    origin = headers.get("origin")
+    return origin is None or origin.split("://", 1)[-1] == headers.get("host", "")
+
+
+class AuthMiddleware:
+    """Refuses every request that lacks credentials or the role its path needs."""
+
+    def __init__(self, app: Callable, authenticator: Authenticator) -> None:
+        self.app = app
+        self.auth = authenticator
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        path, method = scope["path"], scope.get("method", "GET")
+        if suspicious(path) or suspicious(scope.get("raw_path", b"").decode("latin-1")):
+            await self._refuse(scope, receive, send, 400, "bad path")
+            return
+        if is_public(method, path):
+            await self.app(scope, receive, send)
+            return
+        headers = _headers(scope)
+        principal, by_cookie = await self._principal(headers)
+        if principal is None:
+            await self._unauthenticated(scope, receive, send, headers)
+            return
+        if by_cookie and method not in ("GET", "HEAD", "OPTIONS") and not _same_origin(headers):
+            await self._refuse(scope, receive, send, 403, "cross-origin request refused")
+            return
+        if not principal.may(needed_role(path)):
+            await self._refuse(scope, receive, send, 403, "your role may not use this")
+            return
+        scope[PRINCIPAL_KEY] = principal
+        await self.app(scope, receive, send)
+
+    async def _principal(self, headers: dict[str, str]) -> tuple[Principal | None, bool]:
+        scheme, _, token = headers.get("authorization", "").partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            found = await anyio.to_thread.run_sync(self.auth.from_token, token.strip())
+            return found, False
+        cookie = _cookie(headers, SESSION_COOKIE)
+        if cookie:
+            return await anyio.to_thread.run_sync(self.auth.from_cookie, cookie), True
+        return None, False
+
+    async def _unauthenticated(
+        self, scope: Scope, receive: Receive, send: Send, headers: dict[str, str]
+    ) -> None:
+        wants_page = scope["type"] == "http" and scope.get("method") == "GET"
+        if wants_page and "text/html" in headers.get("accept", ""):
+            target = scope["path"] + (
+                "?" + scope["query_string"].decode() if scope.get("query_string") else ""
+            )
+            location = "/login?next=" + quote(target, safe="")
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 303,
+                    "headers": [(b"location", location.encode()), (b"content-length", b"0")],
+                }
+            )
+            await send({"type": "http.response.body", "body": b""})
+            return
+        await self._refuse(scope, receive, send, 401, "sign in or give a bearer token")
+
+    async def _refuse(
+        self, scope: Scope, receive: Receive, send: Send, status: int, message: str
+    ) -> None:
+        if scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 4401 if status == 401 else 4403})
+            return
+        body = json.dumps({"detail": message}).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+        if status == 401:
+            headers.append((b"www-authenticate", b"Bearer"))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,129 @@
+"""Model cards and loading snippets for checkpoints, and their stored evaluations."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from app.models import Checkpoint
+from app.settings import Settings
+
+
+def evaluation_path(settings: Settings, checkpoint_id: int) -> Path:
+    """Where a checkpoint's evaluation result is kept (beside, never inside, the checkpoint)."""
+    return settings.storage / "evaluations" / f"checkpoint-{checkpoint_id}.json"
+
+
+def load_evaluation(settings: Settings, checkpoint_id: int) -> dict[str, Any] | None:
+    """The stored evaluation of a checkpoint, if it was evaluated."""
+    path = evaluation_path(settings, checkpoint_id)
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def save_evaluation(settings: Settings, checkpoint_id: int, result: dict[str, Any]) -> None:
+    """Store a checkpoint's evaluation atomically."""
+    path = evaluation_path(settings, checkpoint_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(result, indent=2))
+    os.replace(tmp, path)
+
+
+def diffusers_snippet(found: Checkpoint, config: dict[str, Any]) -> str:
+    """Python that loads the checkpoint's downloaded weights with diffusers."""
+    base = config.get("model_path") or "black-forest-labs/FLUX.1-dev"
+    if config.get("model") == "tiny":
+        load = (
+            "from srpo.models import load_generator\n\n"
+            "# the tiny world ships its base generator with srpo\n"
+            'generator = load_generator("tiny")\n'
+            "transformer = generator.transformer\n"
+        )
+    else:
+        load = (
+            "import torch\nfrom diffusers import FluxPipeline\n\n"
+            f'pipe = FluxPipeline.from_pretrained("{base}", torch_dtype=torch.bfloat16)\n'
+            "transformer = pipe.transformer\n"
+        )
+    if found.format == "lora":
+        weights = found.weights_file
+        if config.get("model") == "tiny":
+            rank = (config.get("lora") or {}).get("rank", 16)
+            apply = (
+                "from peft import LoraConfig, set_peft_model_state_dict\n"
+                "from safetensors.torch import load_file\n\n"
+                f"transformer.add_adapter(LoraConfig(r={rank}, lora_alpha={rank}, "
+                'target_modules=["to_q", "to_k", "to_v", "to_out.0"]))\n'
+                f'state = load_file("{weights}")\n'
+                "set_peft_model_state_dict(transformer, "
+                '{k.removeprefix("transformer."): v for k, v in state.items()})\n'
+            )
+        else:
+            apply = f'pipe.load_lora_weights(".", weight_name="{weights}")\n'
+    else:
+        apply = (
+            "from diffusers import FluxTransformer2DModel\n\n"
+            "# the download is transformer/diffusion_pytorch_model.safetensors; keep its\n"
+            "# config.json beside it (from the checkpoint's files) in a folder 'transformer'\n"
+            'transformer = FluxTransformer2DModel.from_pretrained("transformer")\n'
+        )
+        if config.get("model") == "tiny":
+            apply += "generator.transformer = transformer\n"
+        else:
+            apply += "pipe.transformer = transformer\n"
+    return load + apply
+
+
+def model_card(
+    found: Checkpoint,
+    config: dict[str, Any],
+    evaluation: dict[str, Any] | None,
+    arena: list[dict[str, Any]],
+) -> str:
+    """A Markdown model card: config, reward, control words, seeds, code version, results."""
+    from srpo import __version__
+
+    lines = [
+        f"# SRPO fine-tune: job {found.job_id}, step {found.step}",
+        "",
+        f"- method: `{config.get('method')}` on base model `{config.get('model')}`"
+        + (f" (`{config['model_path']}`)" if config.get("model_path") else ""),
+        f"- reward: `{config.get('reward')}`",
+        f"- control words: positive {config.get('positive_words')}, "
+        f"negative {config.get('negative_words')}",
+        f"- seed: {config.get('seed')}; evaluation seeds: {config.get('eval_seeds')}",
+        f"- format: {found.format}; weights `{found.weights_file}` ({found.size_bytes:,} bytes "
+        "in the folder)",
+        f"- sha256 of the weights: `{found.sha256}`",
+        f"- code version: srpo {__version__}",
+        "",
+        "## Evaluation",
+        "",
+    ]
+    if evaluation is None:
+        lines.append("Not evaluated yet (Checkpoints tab: Evaluate).")
+    else:
+        lines += ["| metric | base | fine-tuned |", "|---|---|---|"]
+        for key, value in evaluation["finetuned"].items():
+            base = evaluation["base"].get(key)
+            lines.append(f"| {key} | {_number(base)} | {_number(value)} |")
+    lines += ["", "## Arena", ""]
+    if not arena:
+        lines.append("Not in any campaign with votes yet.")
+    for entry in arena:
+        lines.append(
+            f"- campaign {entry['campaign']!r} ({entry['criterion']}): win rate "
+            f"{_number(entry['rate'])} [{_number(entry['low'])}, {_number(entry['high'])}] "
+            f"over {entry['n']} votes"
+        )
+    lines += ["", "## Training config", "", "```yaml", yaml.safe_dump(config, sort_keys=False)]
+    lines += ["```", ""]
+    return "\n".join(lines)
+
+
+def _number(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value)

@@ -1,0 +1,254 @@
+"""Arena: campaigns, blind voting (also the raters' whole app), results and export."""
+
+import tempfile
+from pathlib import Path
+
+import gradio as gr
+import pandas as pd
+from PIL import Image
+from sqlalchemy import select
+
+from app import arena, queue
+from app.errors import StudioError
+from app.models import Campaign, CampaignState, Role, SampleImage, User
+from app.storage import resolve
+from app.web import results
+from app.web.context import Studio
+from app.web.ui.common import caller, friendly, lines, text
+from app.web.ui.lab import model_choices
+from worker.tasks import PAIRS_TASK
+
+CHOICES = (("Left", "left"), ("Right", "right"), ("Tie", "tie"), ("Both bad", "both_bad"))
+
+
+def campaign_choices(studio: Studio, ready_only: bool) -> list[tuple[str, int]]:
+    """Campaigns as dropdown choices (only those open for votes, if asked)."""
+    with studio.db.session() as session:
+        query = select(Campaign).order_by(Campaign.id.desc())
+        if ready_only:
+            query = query.where(Campaign.state == CampaignState.READY)
+        return [(f"{c.id}: {c.name}", c.id) for c in session.scalars(query)]
+
+
+def campaign_table(studio: Studio) -> pd.DataFrame:
+    """Every campaign with its state."""
+    with studio.db.session() as session:
+        found = session.scalars(select(Campaign).order_by(Campaign.id.desc())).all()
+        return pd.DataFrame(
+            [
+                {
+                    "id": c.id,
+                    "name": c.name,
+                    "state": c.state.value,
+                    "models": ", ".join(c.models),
+                    "criteria": ", ".join(c.criteria),
+                    "prompts": len(c.prompts),
+                    "error": c.error or "",
+                }
+                for c in found
+            ],
+            columns=["id", "name", "state", "models", "criteria", "prompts", "error"],
+        )
+
+
+def _image(studio: Studio, session, image_id: int) -> Image.Image:
+    """An arena image as pixels (so its file name, which names the model, never reaches the page)."""
+    row = session.get(SampleImage, image_id)
+    with Image.open(resolve(studio.settings.storage, row.path)) as picture:
+        rgb = picture.convert("RGB")
+    return rgb.resize((rgb.width * 4, rgb.height * 4), Image.NEAREST)
+
+
+def build_voting(studio: Studio, role: Role):
+    """Blind pair voting; returns (refresh function, its outputs) for the page load."""
+    pair_id = gr.State(None)
+    with gr.Row():
+        campaign = gr.Dropdown([], label="Campaign", allow_custom_value=False)
+        criterion = gr.Dropdown(
+            list(arena.CRITERIA), value="overall", label="Criterion", allow_custom_value=False
+        )
+        start = gr.Button("Next pair")
+    prompt = gr.Textbox(label="Prompt", interactive=False)
+    with gr.Row(equal_height=True):
+        left = gr.Image(label="Left", interactive=False, type="pil", elem_classes=["arena-image"])
+        right = gr.Image(label="Right", interactive=False, type="pil", elem_classes=["arena-image"])
+    with gr.Row():
+        buttons = [gr.Button(label, elem_classes=["vote"]) for label, _ in CHOICES]
+        skip = gr.Button("Skip", variant="secondary")
+    status = gr.Markdown(elem_classes=["status"])
+
+    @friendly
+    def next_pair(campaign_id, chosen, request: gr.Request):
+        who = caller(studio, request, role)
+        if campaign_id is None:
+            raise StudioError("choose a campaign open for votes")
+        with studio.db.session() as session:
+            found = results.campaign(session, int(campaign_id))
+            if chosen not in found.criteria:
+                raise StudioError(
+                    f"criterion: this campaign asks about {', '.join(found.criteria)}"
+                )
+            pair = arena.next_pair(session, found.id, session.get(User, who.id), chosen)
+            if pair is None:
+                done = f"You have judged every pair of “{text(found.name)}” for {text(chosen)}."
+                return None, "", None, None, done
+            return (
+                pair.id,
+                pair.prompt,
+                _image(studio, session, pair.left_image_id),
+                _image(studio, session, pair.right_image_id),
+                f"Which image is better for **{text(chosen)}**?",
+            )
+
+    pair_outputs = [pair_id, prompt, left, right, status]
+    start.click(next_pair, [campaign, criterion], pair_outputs, api_name="arena_next")
+    campaign.change(next_pair, [campaign, criterion], pair_outputs)
+
+    def voter(choice: str):
+        @friendly
+        def cast(current, campaign_id, chosen, request: gr.Request):
+            who = caller(studio, request, role)
+            if current is None:
+                raise StudioError("no pair on screen: press Next pair")
+
+            def store(session) -> None:
+                arena.cast_vote(session, session.get(User, who.id), int(current), chosen, choice)
+
+            studio.db.write(store)
+            return next_pair(campaign_id, chosen, request)
+
+        cast.__name__ = f"vote_{choice}"
+        return cast
+
+    for button, (_, choice) in zip([*buttons, skip], [*CHOICES, ("Skip", "skip")], strict=True):
+        button.click(
+            voter(choice), [pair_id, campaign, criterion], pair_outputs, api_name=f"vote_{choice}"
+        )
+
+    def refresh(request: gr.Request):
+        caller(studio, request, role)
+        return gr.update(choices=campaign_choices(studio, ready_only=True))
+
+    return refresh, [campaign]
+
+
+def build(studio: Studio):
+    """The studio's Arena tab: create campaigns, vote, see results, export."""
+    with gr.Accordion("New campaign", open=True):
+        with gr.Row():
+            name = gr.Textbox(label="Name", max_length=200)
+            models = gr.CheckboxGroup(["base"], label="Models (two or more)")
+        with gr.Row():
+            prompts = gr.Textbox(label="Prompts (one per line)", lines=3)
+            seeds = gr.Textbox(label="Seeds", value="0-1", max_length=200)
+            criteria = gr.CheckboxGroup(list(arena.CRITERIA), value=["overall"], label="Criteria")
+        create = gr.Button("Create campaign", variant="primary")
+        create_status = gr.Markdown(elem_classes=["status"])
+        table = gr.Dataframe(campaign_table(studio), label="Campaigns", interactive=False)
+    with gr.Accordion("Vote (blind: sides are random, models hidden)", open=True):
+        vote_refresh, vote_outputs = build_voting(studio, Role.TRAINER)
+    with gr.Accordion("Results", open=True):
+        with gr.Row():
+            result_campaign = gr.Dropdown([], label="Campaign", allow_custom_value=False)
+            result_criterion = gr.Dropdown(
+                list(arena.CRITERIA), value="overall", label="Criterion", allow_custom_value=False
+            )
+            show = gr.Button("Show results")
+        summary = gr.Markdown()
+        rates = gr.Dataframe(label="Win rates (Wilson 95% intervals, ties count half)")
+        scores = gr.Dataframe(label="Bradley-Terry scores (bootstrap 95% intervals; base = 0)")
+        with gr.Row():
+            export_jsonl = gr.Button("Export JSONL")
+            export_csv = gr.Button("Export CSV")
+        export_file = gr.File(label="Preference dataset", interactive=False)
+
+    @friendly
+    def run_create(name, chosen, prompt_text, seed_text, wanted, request: gr.Request):
+        from srpo.sampling import parse_seeds
+
+        who = caller(studio, request, Role.TRAINER)
+        seed_list = parse_seeds(seed_text or "")
+
+        def store(session) -> int:
+            found = arena.create_campaign(
+                session,
+                name or "",
+                list(chosen or []),
+                lines(prompt_text),
+                seed_list,
+                list(wanted or []),
+                session.get(User, who.id),
+            )
+            session.flush()
+            return found.id
+
+        campaign_id = studio.db.write(store)
+        queue.send(studio.settings, PAIRS_TASK, [campaign_id])
+        return (
+            f"Created campaign {campaign_id}; its images are being rendered.",
+            campaign_table(studio),
+            gr.update(choices=campaign_choices(studio, ready_only=False), value=campaign_id),
+        )
+
+    create.click(
+        run_create,
+        [name, models, prompts, seeds, criteria],
+        [create_status, table, result_campaign],
+        api_name="arena_create",
+    )
+
+    @friendly
+    def run_results(campaign_id, chosen, request: gr.Request):
+        caller(studio, request, Role.TRAINER)
+        if campaign_id is None:
+            raise StudioError("choose a campaign")
+        found = results.results(studio, int(campaign_id), chosen)
+        agreement = found["agreement"]
+        agree = (
+            "no decided pairs yet"
+            if not agreement or not agreement["decided"]
+            else f"{agreement['rate']:.0%} of {agreement['decided']} decided pairs "
+            f"[{agreement['low']:.2f}, {agreement['high']:.2f}]"
+        )
+        text_summary = (
+            f"**{text(found['campaign'])}** · {text(found['criterion'])} · {found['votes']} "
+            f"counted votes · human-reward agreement: {agree}"
+        )
+        return text_summary, pd.DataFrame(found["win_rates"]), pd.DataFrame(found["bradley_terry"])
+
+    show.click(
+        run_results,
+        [result_campaign, result_criterion],
+        [summary, rates, scores],
+        api_name="arena_results",
+    )
+
+    def exporter(fmt: str):
+        @friendly
+        def run_export(campaign_id, request: gr.Request):
+            caller(studio, request, Role.TRAINER)
+            if campaign_id is None:
+                raise StudioError("choose a campaign")
+            with studio.db.session() as session:
+                data = results.export(session, int(campaign_id), fmt)
+            folder = Path(tempfile.mkdtemp(prefix="srpo-export-"))
+            path = folder / f"campaign-{int(campaign_id)}-preferences.{fmt}"
+            path.write_text(data, encoding="utf-8")
+            return str(path)
+
+        run_export.__name__ = f"export_{fmt}"
+        return run_export
+
+    export_jsonl.click(exporter("jsonl"), [result_campaign], [export_file], api_name="arena_jsonl")
+    export_csv.click(exporter("csv"), [result_campaign], [export_file], api_name="arena_csv")
+
+    def refresh(request: gr.Request):
+        caller(studio, request, Role.TRAINER)
+        return (
+            gr.update(choices=model_choices(studio)),
+            campaign_table(studio),
+            gr.update(choices=campaign_choices(studio, ready_only=False)),
+            vote_refresh(request),
+        )
+
+    return refresh, [models, table, result_campaign, *vote_outputs]

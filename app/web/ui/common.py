@@ -1,0 +1,98 @@
+"""Helpers every tab uses: who is calling, friendly errors, escaping, small parsers."""
+
+import functools
+import html
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import gradio as gr
+
+from app.errors import StudioError
+from app.models import Role
+from app.web.auth import Principal
+from app.web.context import Studio
+
+log = logging.getLogger("srpo.studio")
+INTERNAL = "Something went wrong on the server; it is logged there. Please try again."
+
+
+def caller(studio: Studio, request: gr.Request | None, role: Role) -> Principal:
+    """The signed-in principal of a Gradio event, refused unless it has ``role``."""
+    username = getattr(request, "username", None)
+    who = studio.authenticator.by_username(username) if username else None
+    if who is None:
+        raise StudioError("you are not signed in")
+    if not who.may(role):
+        raise StudioError(f"this needs the {role.value} role")
+    return who
+
+
+def friendly(handler: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn refusals into a readable message and anything unexpected into a generic one.
+
+    The message appears as a notice in the page (and as the error of a gradio_client
+    call); tracebacks stay in the server log.
+    """
+
+    @functools.wraps(handler)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return handler(*args, **kwargs)
+        except gr.Error:
+            raise
+        except (StudioError, ValueError) as error:
+            raise gr.Error(str(error), print_exception=False) from None
+        except Exception:
+            log.exception("studio handler %s failed", handler.__name__)
+            raise gr.Error(INTERNAL, print_exception=False) from None
+
+    return wrapper
+
+
+def text(value: Any) -> str:
+    """User-given text made safe to place in Markdown or HTML (shown as typed)."""
+    escaped = str(value)
+    for char in "\\`*_{}[]()#+-.!|~":
+        escaped = escaped.replace(char, "\\" + char)
+    return html.escape(escaped, quote=True)
+
+
+def words(value: str | None) -> list[str]:
+    """Control words from a comma- or newline-separated box."""
+    return [w.strip() for part in (value or "").splitlines() for w in part.split(",") if w.strip()]
+
+
+def lines(value: str | None) -> list[str]:
+    """Non-empty lines of a text box."""
+    return [line.strip() for line in (value or "").splitlines() if line.strip()]
+
+
+def read_text_upload(path: str | None, max_bytes: int = 1_000_000) -> list[str]:
+    """Prompts from an uploaded text file: UTF-8, one per non-empty line."""
+    if not path:
+        raise StudioError("prompt file: choose a .txt file first")
+    with open(path, "rb") as handle:
+        data = handle.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise StudioError(f"prompt file is larger than {max_bytes // 1000} kB")
+    try:
+        decoded = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise StudioError("prompt file is not UTF-8 text") from None
+    found = lines(decoded)
+    if not found:
+        raise StudioError("prompt file is empty: put one prompt per line")
+    return found
+
+
+def seconds(value: float | None) -> str:
+    """A duration as 1h02m03s / 2m03s / 3s (or a dash)."""
+    if value is None:
+        return "–"
+    value = round(value)
+    hours, rest = divmod(value, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m{secs:02d}s"
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"

@@ -1,0 +1,262 @@
+"""Reward Lab tab: how the reward and its SRP form score images, before any training."""
+
+from typing import Any
+
+import gradio as gr
+import pandas as pd
+import torch
+from sqlalchemy import select
+
+from app.errors import Conflict, StudioError
+from app.models import RewardPreset, Role
+from app.storage import resolve
+from app.web import queries
+from app.web.context import Studio
+from app.web.ui.common import caller, friendly, text, words
+
+MAX_SEEDS = 16
+
+
+def preset_names(studio: Studio) -> list[str]:
+    """Saved reward presets, by name."""
+    with studio.db.session() as session:
+        return list(session.scalars(select(RewardPreset.name).order_by(RewardPreset.name)))
+
+
+def model_choices(studio: Studio) -> list[str]:
+    """``base`` and every checkpoint, as the lab's model choices."""
+    with studio.db.session() as session:
+        rows = queries.checkpoint_rows(session)
+    return ["base"] + [f"checkpoint:{r['id']}" for r in rows]
+
+
+def pixels_for(
+    studio: Studio, source: str, model: str, prompt: str, seeds: str, uploads: list[str] | None
+) -> torch.Tensor:
+    """The images to score: sampled from a model at fixed seeds, or uploaded."""
+    from srpo import lab
+    from srpo.sampling import parse_seeds
+
+    if source == "uploads":
+        if not uploads:
+            raise StudioError("uploads: add at least one image (PNG, JPEG or WebP)")
+        size = lab.reward_input_size(studio.models.reward())
+        return lab.load_uploads(list(uploads), size)
+    chosen = parse_seeds(seeds or "")
+    if len(chosen) > MAX_SEEDS:
+        raise StudioError(f"seeds: at most {MAX_SEEDS} in the lab")
+    lab.validate_prompt(prompt)
+    path = None
+    if model != "base":
+        with studio.db.session() as session:
+            found = queries.checkpoint(session, int(model.partition(":")[2] or 0))
+            path = str(resolve(studio.settings.storage, found.path))
+    steps, shift = studio.models.sampling()
+    with studio.models.lock:
+        generator = studio.models.generator(model, path)
+        return lab.sample_lab_images(generator, prompt, chosen, steps, shift)
+
+
+def _parse_model(model: str) -> str:
+    if model != "base" and not (model.startswith("checkpoint:") and model[11:].isdigit()):
+        raise StudioError("model: base or checkpoint:ID")
+    return model
+
+
+def build(studio: Studio) -> None:
+    """Add the Reward Lab's components and events to the current Blocks."""
+    pixels = gr.State(None)
+    with gr.Row():
+        with gr.Column(scale=2):
+            prompt = gr.Textbox(label="Prompt", value="a red circle", max_length=1000)
+            with gr.Row():
+                positive = gr.Textbox(label="Positive control words", value="photo")
+                negative = gr.Textbox(label="Negative control words", value="painting")
+            k = gr.Slider(0, 2, value=0.1, step=0.05, label="k (share of absolute reward)")
+            with gr.Row():
+                source = gr.Radio(
+                    ["current model", "uploads"], value="current model", label="Images"
+                )
+                model = gr.Dropdown(["base"], value="base", label="Model", allow_custom_value=False)
+                seeds = gr.Textbox(label="Seeds", value="0-7", max_length=200)
+            uploads = gr.File(
+                label="Uploads (PNG, JPEG, WebP)", file_count="multiple", type="filepath"
+            )
+            preview_button = gr.Button("Preview reward shift", variant="primary")
+        with gr.Column(scale=1):
+            preset = gr.Dropdown([], label="Saved presets", allow_custom_value=False)
+            load_preset = gr.Button("Load preset")
+            preset_name = gr.Textbox(label="Save as preset", max_length=100)
+            save_preset = gr.Button("Save preset")
+            preset_status = gr.Markdown(elem_classes=["status"])
+    status = gr.Markdown(elem_classes=["status"])
+    table = gr.Dataframe(label="Scores per image", interactive=False, wrap=True)
+    chart = gr.ScatterPlot(
+        x="image", y="score", color="condition", label="r(p), r(pos. p), r(neg. p) and SRP"
+    )
+    ranking = gr.Markdown()
+    with gr.Row():
+        images = gr.Gallery(label="Images", columns=8, height="auto")
+        saliency = gr.Gallery(label="Saliency of the SRP reward", columns=8, height="auto")
+    with gr.Accordion("Sensitivity sweep", open=False):
+        candidates = gr.Textbox(
+            label="Candidate words", value="photo, painting, flat, bright, dark, warm, zebra"
+        )
+        sweep_button = gr.Button("Sweep")
+        sweep_table = gr.Dataframe(label="Reward shift per word", interactive=False)
+        sweep_warning = gr.Markdown(elem_classes=["status"])
+
+    @friendly
+    def run_preview(
+        prompt, positive, negative, k, source, model, seeds, uploads, request: gr.Request
+    ):
+        from srpo import lab
+
+        caller(studio, request, Role.TRAINER)
+        batch = pixels_for(studio, source, _parse_model(model), prompt, seeds, uploads)
+        prompt_text = prompt if source == "current model" else (prompt or "")
+        with studio.models.lock:
+            result = lab.preview(
+                studio.models.reward(), batch, prompt_text, words(positive), words(negative), k
+            )
+        rows = pd.DataFrame(result.rows()).round(4)
+        long = [
+            {"image": f"#{n}", "score": float(value), "condition": condition}
+            for n in range(len(batch))
+            for condition, value in _conditions(result, n)
+        ]
+        before = ", ".join(f"#{i}" for i in result.rank_plain)
+        after = ", ".join(f"#{i}" for i in result.rank_srp)
+        moved = sum(a != b for a, b in zip(result.rank_plain, result.rank_srp, strict=True))
+        ranking_text = (
+            f"**Ranking before** (r(p)): {before}  \n**Ranking after** (SRP): {after}  \n"
+            f"{moved} of {len(batch)} places changed."
+        )
+        pictures = [_picture(image) for image in batch]
+        overlays = lab.overlays(result, batch, upscale=3)
+        captions = [f"#{n} · SRP {float(result.srp[n]):.3f}" for n in range(len(batch))]
+        message = (
+            f"Scored {len(batch)} image(s) for “{text(result.prompt)}” with "
+            f"{len(result.positive)} positive and {len(result.negative)} negative word(s)."
+        )
+        return (
+            batch,
+            message,
+            rows,
+            pd.DataFrame(long),
+            ranking_text,
+            [(p, f"#{n}") for n, p in enumerate(pictures)],
+            list(zip(overlays, captions, strict=True)),
+        )
+
+    preview_button.click(
+        run_preview,
+        [prompt, positive, negative, k, source, model, seeds, uploads],
+        [pixels, status, table, chart, ranking, images, saliency],
+        api_name="lab_preview",
+    )
+
+    @friendly
+    def run_sweep(prompt, candidates, batch, request: gr.Request):
+        from srpo import lab
+
+        caller(studio, request, Role.TRAINER)
+        if batch is None:
+            raise StudioError("preview first: the sweep scores the same images")
+        with studio.models.lock:
+            result = lab.sensitivity_sweep(studio.models.reward(), batch, prompt, words(candidates))
+        frame = pd.DataFrame(
+            [
+                {
+                    "word": w.word,
+                    "mean shift": round(w.mean_shift, 4),
+                    "spread": round(w.spread, 4),
+                    "effect": round(w.effect, 4),
+                    "barely moves the reward": "yes" if w.flagged else "",
+                }
+                for w in result.words
+            ]
+        )
+        if result.flagged:
+            flagged = ", ".join(f"“{text(w)}”" for w in result.flagged)
+            warning = (
+                f"⚠ {flagged} barely move the reward (effect below {result.threshold:.3f}); "
+                "the reward model may not know them. Prefer words with a larger effect."
+            )
+        else:
+            warning = "Every candidate moves the reward."
+        return frame, warning
+
+    sweep_button.click(
+        run_sweep, [prompt, candidates, pixels], [sweep_table, sweep_warning], api_name="lab_sweep"
+    )
+
+    @friendly
+    def run_save(name, positive, negative, k, request: gr.Request):
+        from srpo import lab
+
+        who = caller(studio, request, Role.TRAINER)
+        name = (name or "").strip()
+        if not name or len(name) > 100:
+            raise StudioError("preset name: 1-100 characters")
+        pos, neg = (
+            lab.validate_words(words(positive), "positive"),
+            lab.validate_words(words(negative), "negative"),
+        )
+
+        def store(session) -> None:
+            from sqlalchemy.exc import IntegrityError
+
+            row = RewardPreset(
+                name=name,
+                positive_words=list(pos),
+                negative_words=list(neg),
+                k=float(k),
+                created_by=who.id,
+            )
+            try:
+                with session.begin_nested():
+                    session.add(row)
+            except IntegrityError:
+                raise Conflict(f"a preset named {name!r} exists") from None
+
+        studio.db.write(store)
+        return f"Saved preset “{text(name)}”.", gr.update(choices=preset_names(studio), value=name)
+
+    save_preset.click(
+        run_save,
+        [preset_name, positive, negative, k],
+        [preset_status, preset],
+        api_name="lab_save_preset",
+    )
+
+    @friendly
+    def run_load(name, request: gr.Request):
+        caller(studio, request, Role.TRAINER)
+        with studio.db.session() as session:
+            row = session.scalar(select(RewardPreset).where(RewardPreset.name == name))
+            if row is None:
+                raise StudioError("choose a saved preset first")
+            return ", ".join(row.positive_words), ", ".join(row.negative_words), row.k
+
+    load_preset.click(run_load, [preset], [positive, negative, k], api_name="lab_load_preset")
+
+    def refresh(request: gr.Request):
+        caller(studio, request, Role.TRAINER)
+        return gr.update(choices=preset_names(studio)), gr.update(choices=model_choices(studio))
+
+    return refresh, [preset, model]
+
+
+def _conditions(result: Any, n: int) -> list[tuple[str, float]]:
+    pairs = [("r(p)", result.plain[n])]
+    pairs += [(f"r({w}. p)", result.positive_scores[i, n]) for i, w in enumerate(result.positive)]
+    pairs += [(f"r({w}. p)", result.negative_scores[j, n]) for j, w in enumerate(result.negative)]
+    return [*pairs, ("SRP", result.srp[n])]
+
+
+def _picture(image: torch.Tensor):
+    from PIL import Image
+
+    array = (image.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
+    return Image.fromarray(array).resize((array.shape[1] * 3, array.shape[0] * 3), Image.NEAREST)
