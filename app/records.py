@@ -31,7 +31,13 @@ def weights_file(files: dict[str, str]) -> str:
 
 
 def record_checkpoint(
-    session: Session, storage: Path, job_id: int, path: Path, step: int, fmt: str, files: dict
+    session: Session,
+    storage: Path,
+    job_id: int,
+    path: Path,
+    step: int,
+    fmt: str,
+    files: dict[str, str],
 ) -> None:
     """Register a complete checkpoint folder; a re-save of the same step updates its row."""
     main = weights_file(files)

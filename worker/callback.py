@@ -8,10 +8,12 @@ stops training at once, without saving, so two runs never write the same job.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from PIL import Image
+from sqlalchemy.orm import Session
 
 from app import jobs, records
 from app.db import Database
@@ -27,7 +29,7 @@ class StudioCallback(Callback):
     def __init__(self, db: Database, settings: Settings, lease: Lease, output: Path) -> None:
         self.db, self.settings, self.lease, self.output = db, settings, lease, output
 
-    def _write(self, work) -> None:
+    def _write(self, work: Callable[[Session], object]) -> None:
         self.db.write(work, self.settings.db_retry_seconds)
 
     def on_progress(self, progress: Progress) -> None:
@@ -38,7 +40,7 @@ class StudioCallback(Callback):
             "eta_seconds": progress.eta_seconds,
         }
 
-        def work(session) -> None:
+        def work(session: Session) -> None:
             jobs.record_progress(session, self.lease, values)
             records.record_metric(session, self.lease.job_id, progress.step, vars(progress))
 
@@ -67,7 +69,7 @@ class StudioCallback(Callback):
             save_png(image, path)
             saved.append((path, prompt, int(seed), (image.shape[-1], image.shape[-2])))
 
-        def work(session) -> None:
+        def work(session: Session) -> None:
             for path, prompt, seed, size in saved:
                 records.record_sample(
                     session,

@@ -23,6 +23,7 @@ from app.models import Campaign, CampaignState, Checkpoint, Comparison, Job, utc
 from app.settings import Settings
 from app.storage import job_dir, relative, resolve
 from app.upsert import upsert
+from srpo.models.base import Generator
 from worker.callback import save_png
 
 
@@ -46,7 +47,7 @@ def _model(session: Session, settings: Settings, ref: str, base: dict[str, Any])
     return Model(ref, config, checkpoint.id, path, checkpoint.step)
 
 
-def load_model(model: Model):
+def load_model(model: Model) -> Generator:
     """The generator of a model reference, with its checkpoint's weights loaded."""
     from srpo.checkpoints import load_checkpoint, verify
     from srpo.config import make_config

@@ -2,7 +2,8 @@
 
 One tiny training job runs for real (samples, metrics, checkpoints in the database), then a
 campaign renders base vs the fine-tune as blind pairs that a rater votes on, a checkpoint's
-grid is rendered, and a long job is cancelled mid-run.
+grid is rendered, a long job is cancelled mid-run, and a job runs as two processes under
+``accelerate launch`` (gloo on the CPU).
 """
 
 from __future__ import annotations
@@ -196,3 +197,17 @@ def test_cancel_checkpoints_and_stops_a_running_job(embedded) -> None:
     with db.session() as session:
         steps = session.scalars(select(Checkpoint.step).where(Checkpoint.job_id == job_id)).all()
     assert steps == [job.step]
+
+
+def test_a_two_process_job_runs_under_accelerate(embedded) -> None:
+    settings, db = embedded
+    job_id = queue.submit_job(db, settings, tiny_job(steps=2), num_processes=2)
+    wait_for(lambda: job_state(db, job_id), what="the two-process job")
+    with db.session() as session:
+        job = session.get(Job, job_id)
+        (run,) = job.runs
+        steps = session.scalars(select(JobMetric.step).where(JobMetric.job_id == job_id)).all()
+        checkpoints = session.scalars(select(Checkpoint.step).where(Checkpoint.job_id == job_id))
+        assert sorted(steps) == [1, 2] and list(checkpoints) == [2]
+    log = storage.resolve(settings.storage, run.log_path).read_text()
+    assert "process 1 of 2" in log and "process 2 of 2" in log
