@@ -18,12 +18,14 @@ import sys
 import time
 from pathlib import Path
 
+from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session
 
 from app import jobs
 from app.db import Database, is_disconnect
 from app.jobs import Lease, LeaseStatus
-from app.models import Job, JobState
+from app.models import Job, JobRun, JobState
 from app.settings import Settings
 from app.storage import relative, resolve
 from worker.process import die_with_parent, kill_group
@@ -64,12 +66,12 @@ class Supervisor:
         self.cancel_since: float | None = None
         self.finished_since: float | None = None
         self.killed_for: str | None = None
+        folder = resolve(settings.storage, job.output_dir) / "logs"
+        self.log_path = folder / f"attempt-{lease.attempt}.log"
 
     def start(self) -> subprocess.Popen[bytes]:
         """Start the training process group, logging to ``logs/attempt-N.log``."""
-        folder = resolve(self.settings.storage, self.job.output_dir) / "logs"
-        folder.mkdir(parents=True, exist_ok=True)
-        log_path = folder / f"attempt-{self.lease.attempt}.log"
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
         env = {
             **os.environ,
             **self.settings.environment(),
@@ -77,7 +79,7 @@ class Supervisor:
             "SRPO_LEASE_ATTEMPT": str(self.lease.attempt),
             "PYTHONUNBUFFERED": "1",
         }
-        with open(log_path, "ab") as out:
+        with open(self.log_path, "ab") as out:
             process = subprocess.Popen(
                 training_command(self.job.id, self.job.num_processes),
                 stdout=out,
@@ -88,12 +90,11 @@ class Supervisor:
                 start_new_session=True,
                 preexec_fn=die_with_parent,
             )
-        stored = relative(self.settings.storage, log_path)
+        stored = relative(self.settings.storage, self.log_path)
         self.db.write(
             lambda s: jobs.record_run_process(s, self.lease, process.pid, stored),
             self.settings.db_retry_seconds,
         )
-        self.log_path = log_path
         return process
 
     def renew(self) -> LeaseStatus | None:
@@ -127,7 +128,7 @@ class Supervisor:
                     self.stop(process, "it wrote its result but did not exit")
             elif status is LeaseStatus.CANCEL_REQUESTED:
                 self.cancel_since = self.cancel_since or time.monotonic()
-                if time.monotonic() - self.cancel_since > self.settings.cancel_grace_seconds:
+                if time.monotonic() - self.cancel_since >= self.settings.cancel_grace_seconds:
                     self.stop(process, "cancelled")
 
     def stop(self, process: subprocess.Popen[bytes], reason: str) -> None:
@@ -142,10 +143,11 @@ class Supervisor:
         reason = self.killed_for
         tail = _tail(self.log_path)
 
-        def work(session) -> str:
+        def work(session: Session) -> str:
             job = session.get(Job, self.lease.job_id)
             if job is None or job.lease_token != self.lease.token:
-                return "done" if job is not None and job.state != JobState.RUNNING else "lost"
+                run = session.scalar(select(JobRun).where(JobRun.lease_token == self.lease.token))
+                return run.outcome.value if run is not None else "lost"
             if reason == "cancelled":
                 jobs.finish(session, self.lease, JobState.CANCELLED, error="killed after cancel")
                 return JobState.CANCELLED.value
