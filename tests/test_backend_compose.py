@@ -76,6 +76,10 @@ def test_the_worker_consumes_the_gpu_queue_with_a_gpu_reservation() -> None:
     for name in ("postgres", "redis"):
         assert SERVICES["app"]["depends_on"][name]["condition"] == "service_healthy"
         assert "healthcheck" in SERVICES[name]
+    # Only the studio serves /healthz, the image's health check; the others turn it off.
+    assert "healthcheck" not in SERVICES["app"]
+    for name in ("worker", "maintenance"):
+        assert SERVICES[name]["healthcheck"] == {"disable": True}
 
 
 def test_dockerfile_is_cuda_non_root_and_checks_healthz() -> None:

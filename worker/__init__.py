@@ -1,1 +1,1 @@
-"""Celery workers that run training jobs through srpo's public functions. Arrives with issue 5."""
+"""Celery workers that run training jobs, A/B pairs and sample grids through srpo."""
