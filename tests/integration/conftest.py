@@ -93,29 +93,22 @@ def sqlite_settings(tmp_path: Path) -> Settings:
     return settings
 
 
-def start_worker(settings: Settings, name: str, log: Path) -> subprocess.Popen[bytes]:
-    """A real Celery worker process on the settings' GPU queue (solo pool, like a GPU node)."""
-    command = [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "worker.celery_app",
-        "worker",
-        "-Q",
-        settings.gpu_queue,
-        "--pool",
-        "solo",
-        "--concurrency",
-        "1",
-        "-n",
-        f"{name}@%h",
-        "--without-heartbeat",
-        "--without-mingle",
-        "--without-gossip",
-        "--loglevel",
-        "INFO",
-    ]
+def start_worker(
+    settings: Settings, name: str, log: Path, module: bool = False
+) -> subprocess.Popen[bytes]:
+    """A real Celery worker process on the settings' GPU queue (solo pool, like a GPU node),
+    started as ``celery -A worker.celery_app worker ...`` or, with ``module``, ``python -m worker``.
+    """
+    quiet = ["-n", f"{name}@%h", "--without-heartbeat", "--without-mingle", "--without-gossip"]
+    if module:
+        command = [sys.executable, "-m", "worker", *quiet, "--loglevel", "INFO"]
+    else:
+        command = [
+            *(sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker"),
+            *("-Q", settings.gpu_queue, "--pool", "solo", "--concurrency", "1"),
+            *quiet,
+            *("--loglevel", "INFO"),
+        ]
     env = {**os.environ, **settings.environment()}
     with open(log, "ab") as out:
         return subprocess.Popen(

@@ -53,7 +53,9 @@ def test_sigkill_of_the_worker_resumes_the_job_on_another_worker(
     )
     settings = settings.model_copy(update={"maintenance_seconds": 0.5})
     db = prepare(settings)
-    workers = [start_worker(settings, f"w{i}", tmp_path / f"w{i}.log") for i in range(2)]
+    workers = [
+        start_worker(settings, f"w{i}", tmp_path / f"w{i}.log", module=i == 1) for i in range(2)
+    ]
     reaper = Maintenance(db, settings)
     reaper.start()
     try:
