@@ -36,6 +36,24 @@ def _bench_step(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_methods(args: argparse.Namespace) -> int:
+    from srpo.benchmarks.methods import bench_methods
+
+    result = bench_methods(
+        methods=args.methods.split(","),
+        lrs=[float(lr) for lr in args.lrs.split(",")],
+        budget_seconds=args.budget_seconds,
+        grpo_budget_seconds=args.grpo_budget_seconds,
+        pilot_seconds=args.pilot_seconds,
+        probe_prompts=args.probe_prompts,
+        probe_seconds=args.probe_seconds,
+        target_points=args.target_points,
+        threads=args.threads,
+    )
+    print(json.dumps(result, indent=None if args.json else 2))
+    return 0
+
+
 def _tiny_train(args: argparse.Namespace) -> int:
     from srpo.tiny_world.training import train_and_gate
 
@@ -142,6 +160,22 @@ def build_parser() -> argparse.ArgumentParser:
     step.add_argument("--repeats", type=int, default=15)
     step.add_argument("--batch", type=int, default=4)
     step.set_defaults(run=_bench_step)
+    methods = benches.add_parser(
+        "methods", help="training seconds each method needs to reach the same judged shift"
+    )
+    methods.add_argument("--json", action="store_true", help="print one JSON object")
+    methods.add_argument("--methods", default="srpo,direct_align,refl,draft,grpo")
+    methods.add_argument("--lrs", default="1e-5,3e-5,1e-4", help="shared lr grid (one: no pilot)")
+    methods.add_argument("--budget-seconds", type=float, default=60.0, help="per method")
+    methods.add_argument(
+        "--grpo-budget-seconds", type=float, default=None, help="default: 20x SRPO's seconds"
+    )
+    methods.add_argument("--pilot-seconds", type=float, default=10.0, help="per method and lr")
+    methods.add_argument("--probe-prompts", type=int, default=48)
+    methods.add_argument("--probe-seconds", type=float, default=3.0, help="first probe after")
+    methods.add_argument("--target-points", type=float, default=30.0, help="over the base rate")
+    methods.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    methods.set_defaults(run=_bench_methods)
 
     tiny = commands.add_parser("tiny-world", help="train or gate the embedded tiny world")
     tiny_commands = tiny.add_subparsers(dest="tiny", required=True)

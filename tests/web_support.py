@@ -98,6 +98,10 @@ def ready_campaign(
             )
         )
 
+    images = [
+        (image("base", n, (200, 30, 30)), image("other", n, (90, 90, 90))) for n in range(pairs)
+    ]
+
     def work(session) -> tuple[int, list[int]]:
         campaign = Campaign(
             name=name,
@@ -110,8 +114,7 @@ def ready_campaign(
         session.add(campaign)
         session.flush()
         ids = []
-        for n in range(pairs):
-            left, right = image("base", n, (200, 30, 30)), image("other", n, (90, 90, 90))
+        for n, (left, right) in enumerate(images):
             pair = Comparison(
                 campaign_id=campaign.id,
                 prompt_index=0,
@@ -154,7 +157,7 @@ def serve(app: FastAPI) -> Iterator[str]:
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
-        server.should_exit = True
+        server.should_exit = server.force_exit = True
         thread.join(30)
 
 

@@ -47,7 +47,9 @@ def comparisons(
     )
     ids = {i for row in session.execute(pairs).all() for i in row}
     paths = dict(
-        session.execute(select(SampleImage.id, SampleImage.path).where(SampleImage.id.in_(ids)))
+        session.execute(
+            select(SampleImage.id, SampleImage.path).where(SampleImage.id.in_(ids))
+        ).all()
     )
     found = []
     for vote, pair, rater in session.execute(query).all():

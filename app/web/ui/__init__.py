@@ -14,9 +14,9 @@ def _header(studio: Studio, role: Role, title: str):
     def who(request: gr.Request) -> str:
         user = caller(studio, request, role)
         return (
-            f'<div class="brand">{title}</div><div class="who">Signed in as '
-            f"<strong>{text(user.username)}</strong> ({user.role.value}) · "
-            '<a href="/logout">Log out</a></div>'
+            f'<div class="studio-bar"><span class="brand">{title}</span><span class="who">'
+            f"Signed in as <strong>{text(user.username)}</strong> ({user.role.value}) · "
+            '<a href="/logout">Log out</a></span></div>'
         )
 
     return banner, who

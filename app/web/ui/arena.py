@@ -14,7 +14,7 @@ from app.models import Campaign, CampaignState, Role, SampleImage, User
 from app.storage import resolve
 from app.web import results
 from app.web.context import Studio
-from app.web.ui.common import caller, friendly, lines, text
+from app.web.ui.common import caller, friendly, ident, lines, text
 from app.web.ui.lab import model_choices
 from worker.tasks import PAIRS_TASK
 
@@ -63,7 +63,7 @@ def build_voting(studio: Studio, role: Role):
     """Blind pair voting; returns (refresh function, its outputs) for the page load."""
     pair_id = gr.State(None)
     with gr.Row():
-        campaign = gr.Dropdown([], label="Campaign", allow_custom_value=False)
+        campaign = gr.Dropdown([], label="Campaign", allow_custom_value=True)
         criterion = gr.Dropdown(
             list(arena.CRITERIA), value="overall", label="Criterion", allow_custom_value=False
         )
@@ -83,7 +83,7 @@ def build_voting(studio: Studio, role: Role):
         if campaign_id is None:
             raise StudioError("choose a campaign open for votes")
         with studio.db.session() as session:
-            found = results.campaign(session, int(campaign_id))
+            found = results.campaign(session, ident(campaign_id, "campaign"))
             if chosen not in found.criteria:
                 raise StudioError(
                     f"criterion: this campaign asks about {', '.join(found.criteria)}"
@@ -112,7 +112,9 @@ def build_voting(studio: Studio, role: Role):
                 raise StudioError("no pair on screen: press Next pair")
 
             def store(session) -> None:
-                arena.cast_vote(session, session.get(User, who.id), int(current), chosen, choice)
+                arena.cast_vote(
+                    session, session.get(User, who.id), ident(current, "pair"), chosen, choice
+                )
 
             studio.db.write(store)
             return next_pair(campaign_id, chosen, request)
@@ -149,18 +151,26 @@ def build(studio: Studio):
         vote_refresh, vote_outputs = build_voting(studio, Role.TRAINER)
     with gr.Accordion("Results", open=True):
         with gr.Row():
-            result_campaign = gr.Dropdown([], label="Campaign", allow_custom_value=False)
+            result_campaign = gr.Dropdown([], label="Campaign", allow_custom_value=True)
             result_criterion = gr.Dropdown(
                 list(arena.CRITERIA), value="overall", label="Criterion", allow_custom_value=False
             )
             show = gr.Button("Show results")
         summary = gr.Markdown()
-        rates = gr.Dataframe(label="Win rates (Wilson 95% intervals, ties count half)")
-        scores = gr.Dataframe(label="Bradley-Terry scores (bootstrap 95% intervals; base = 0)")
+        rates = gr.Dataframe(
+            headers=["model", "wins", "losses", "ties", "win_rate", "wilson_low", "wilson_high"],
+            label="Win rates (Wilson 95% intervals, ties count half)",
+            interactive=False,
+        )
+        scores = gr.Dataframe(
+            headers=["model", "score", "low", "high"],
+            label="Bradley-Terry scores (bootstrap 95% intervals; base = 0)",
+            interactive=False,
+        )
         with gr.Row():
             export_jsonl = gr.Button("Export JSONL")
             export_csv = gr.Button("Export CSV")
-        export_file = gr.File(label="Preference dataset", interactive=False)
+        export_file = gr.File(label="Preference dataset", interactive=False, height=80)
 
     @friendly
     def run_create(name, chosen, prompt_text, seed_text, wanted, request: gr.Request):
@@ -202,7 +212,7 @@ def build(studio: Studio):
         caller(studio, request, Role.TRAINER)
         if campaign_id is None:
             raise StudioError("choose a campaign")
-        found = results.results(studio, int(campaign_id), chosen)
+        found = results.results(studio, ident(campaign_id, "campaign"), chosen)
         agreement = found["agreement"]
         agree = (
             "no decided pairs yet"
@@ -230,9 +240,9 @@ def build(studio: Studio):
             if campaign_id is None:
                 raise StudioError("choose a campaign")
             with studio.db.session() as session:
-                data = results.export(session, int(campaign_id), fmt)
+                data = results.export(session, ident(campaign_id, "campaign"), fmt)
             folder = Path(tempfile.mkdtemp(prefix="srpo-export-"))
-            path = folder / f"campaign-{int(campaign_id)}-preferences.{fmt}"
+            path = folder / f"campaign-{ident(campaign_id, 'campaign')}-preferences.{fmt}"
             path.write_text(data, encoding="utf-8")
             return str(path)
 

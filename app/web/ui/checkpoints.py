@@ -10,7 +10,7 @@ from app.models import Job, Role
 from app.storage import resolve
 from app.web import cards, queries, results
 from app.web.context import Studio
-from app.web.ui.common import caller, friendly
+from app.web.ui.common import caller, friendly, ident
 
 EVAL_PROMPTS = 16
 JUDGED = ("prompt_fidelity", "judged_positive_rate", "judged_negative_rate")
@@ -49,7 +49,7 @@ def build(studio: Studio):
     """Add the Checkpoints tab's components and events to the current Blocks."""
     table = gr.Dataframe(label="Checkpoints", interactive=False, wrap=True)
     with gr.Row():
-        chosen = gr.Dropdown([], label="Checkpoint", allow_custom_value=False)
+        chosen = gr.Dropdown([], label="Checkpoint", allow_custom_value=True)
         evaluate = gr.Button("Evaluate (judged, tiny world)")
     sha = gr.Textbox(label="sha256 of the weights", interactive=False, buttons=["copy"])
     download = gr.HTML()
@@ -64,7 +64,7 @@ def build(studio: Studio):
         if checkpoint_id is None:
             return "", "", "", ""
         with studio.db.session() as session:
-            found = queries.checkpoint(session, int(checkpoint_id))
+            found = queries.checkpoint(session, ident(checkpoint_id, "checkpoint"))
             config = session.get(Job, found.job_id).config
             arena = results.checkpoint_arena(session, found.id)
         evaluation = cards.load_evaluation(studio.settings, found.id)
@@ -91,11 +91,11 @@ def build(studio: Studio):
         if checkpoint_id is None:
             raise StudioError("choose a checkpoint")
         with studio.db.session() as session:
-            found = queries.checkpoint(session, int(checkpoint_id))
+            found = queries.checkpoint(session, ident(checkpoint_id, "checkpoint"))
             folder = resolve(studio.settings.storage, found.path)
         with studio.models.lock:
             result = evaluate_checkpoint(folder, prompts=EVAL_PROMPTS)
-        cards.save_evaluation(studio.settings, int(checkpoint_id), result)
+        cards.save_evaluation(studio.settings, ident(checkpoint_id, "checkpoint"), result)
         return f"Evaluated on {EVAL_PROMPTS} held-out prompts.", checkpoint_table(studio)
 
     evaluate.click(run_evaluate, [chosen], [status, table], api_name="checkpoint_evaluate")

@@ -58,6 +58,13 @@ def text(value: Any) -> str:
     return html.escape(escaped, quote=True)
 
 
+def ident(value: Any, what: str) -> int:
+    """A row id chosen in a dropdown (or sent by an API client), checked."""
+    if isinstance(value, bool) or value is None or not str(value).strip().isdigit():
+        raise StudioError(f"{what}: choose one from the list")
+    return int(value)
+
+
 def words(value: str | None) -> list[str]:
     """Control words from a comma- or newline-separated box."""
     return [w.strip() for part in (value or "").splitlines() for w in part.split(",") if w.strip()]

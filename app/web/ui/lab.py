@@ -77,14 +77,17 @@ def build(studio: Studio) -> None:
                 source = gr.Radio(
                     ["current model", "uploads"], value="current model", label="Images"
                 )
-                model = gr.Dropdown(["base"], value="base", label="Model", allow_custom_value=False)
+                model = gr.Dropdown(["base"], value="base", label="Model", allow_custom_value=True)
                 seeds = gr.Textbox(label="Seeds", value="0-7", max_length=200)
             uploads = gr.File(
-                label="Uploads (PNG, JPEG, WebP)", file_count="multiple", type="filepath"
+                label="Uploads (PNG, JPEG, WebP)",
+                file_count="multiple",
+                type="filepath",
+                height=110,
             )
             preview_button = gr.Button("Preview reward shift", variant="primary")
         with gr.Column(scale=1):
-            preset = gr.Dropdown([], label="Saved presets", allow_custom_value=False)
+            preset = gr.Dropdown([], label="Saved presets", allow_custom_value=True)
             load_preset = gr.Button("Load preset")
             preset_name = gr.Textbox(label="Save as preset", max_length=100)
             save_preset = gr.Button("Save preset")
@@ -95,9 +98,13 @@ def build(studio: Studio) -> None:
         x="image", y="score", color="condition", label="r(p), r(pos. p), r(neg. p) and SRP"
     )
     ranking = gr.Markdown()
-    with gr.Row():
-        images = gr.Gallery(label="Images", columns=8, height="auto")
-        saliency = gr.Gallery(label="Saliency of the SRP reward", columns=8, height="auto")
+    images = gr.Gallery(label="Images", columns=8, height=260, object_fit="contain")
+    saliency = gr.Gallery(
+        label="Saliency of the SRP reward (|d SRP / d pixel|)",
+        columns=8,
+        height=260,
+        object_fit="contain",
+    )
     with gr.Accordion("Sensitivity sweep", open=False):
         candidates = gr.Textbox(
             label="Candidate words", value="photo, painting, flat, bright, dark, warm, zebra"

@@ -14,7 +14,7 @@ from app.errors import BrokerUnavailable, StudioError
 from app.models import RewardPreset, Role, User
 from app.web import queries
 from app.web.context import Studio
-from app.web.ui.common import caller, friendly, lines, read_text_upload, seconds, text, words
+from app.web.ui.common import caller, friendly, ident, lines, read_text_upload, seconds, text, words
 
 QUICK = ("steps", "batch_size", "rollout_steps", "checkpoint_every", "sample_every")
 
@@ -109,7 +109,9 @@ def build(studio: Studio):
         with gr.Column(scale=1):
             preset = gr.Dropdown(list(PRESETS), value="tiny-demo", label="Preset")
             name = gr.Textbox(label="Job name", value="tiny demo", max_length=200)
-            reward_preset = gr.Dropdown([], label="Reward preset (from the Reward Lab)")
+            reward_preset = gr.Dropdown(
+                [], label="Reward preset (from the Reward Lab)", allow_custom_value=True
+            )
             with gr.Row():
                 positive = gr.Textbox(
                     label="Positive words", value=", ".join(first["positive_words"])
@@ -120,7 +122,9 @@ def build(studio: Studio):
             prompts = gr.Textbox(
                 label="Prompts (one per line)", lines=4, value="\n".join(first["prompts"])
             )
-            prompt_file = gr.File(label="…or a prompt file (.txt, UTF-8)", type="filepath")
+            prompt_file = gr.File(
+                label="…or a prompt file (.txt, UTF-8)", type="filepath", height=90
+            )
             with gr.Row():
                 quick = [
                     gr.Number(first.get(field), label=field.replace("_", " "), precision=0)
@@ -134,7 +138,7 @@ def build(studio: Studio):
         with gr.Column(scale=2):
             table = gr.Dataframe(job_table(studio), label="Jobs", interactive=False, wrap=True)
             with gr.Row():
-                job = gr.Dropdown([], label="Job", allow_custom_value=False)
+                job = gr.Dropdown([], label="Job", allow_custom_value=True)
                 cancel = gr.Button("Cancel job", variant="stop")
             progress = gr.HTML()
             with gr.Row():
@@ -178,8 +182,11 @@ def build(studio: Studio):
 
     prompt_file.upload(load_prompt_file, [prompt_file], [prompts], api_name="train_prompt_file")
 
-    def validate(*values, request: gr.Request):
+    def validate(
+        advanced, pos, neg, prompt_lines, steps, batch, rollout, every, sample, request: gr.Request
+    ):
         caller(studio, request, Role.TRAINER)
+        values = (advanced, pos, neg, prompt_lines, steps, batch, rollout, every, sample)
         try:
             return validation_message(merged_config(*values))
         except StudioError as error:
@@ -189,8 +196,21 @@ def build(studio: Studio):
         field.change(validate, form, [verdict], show_progress="hidden", queue=False)
 
     @friendly
-    def run_submit(job_name, *values, request: gr.Request):
+    def run_submit(
+        job_name,
+        advanced,
+        pos,
+        neg,
+        prompt_lines,
+        steps,
+        batch,
+        rollout,
+        every,
+        sample,
+        request: gr.Request,
+    ):
         who = caller(studio, request, Role.TRAINER)
+        values = (advanced, pos, neg, prompt_lines, steps, batch, rollout, every, sample)
         config = merged_config(*values)
 
         def store(session) -> int:
@@ -213,10 +233,10 @@ def build(studio: Studio):
         if job_id is None:
             return "", None, None, gr.update(), ""
         with studio.db.session() as session:
-            row = queries.job_row(session, jobs.get(session, int(job_id)))
-            points = queries.metrics(session, int(job_id))
-            steps = queries.sample_steps(session, int(job_id))
-            log = queries.job_log(session, studio.settings, int(job_id))
+            row = queries.job_row(session, jobs.get(session, ident(job_id, "job")))
+            points = queries.metrics(session, ident(job_id, "job"))
+            steps = queries.sample_steps(session, ident(job_id, "job"))
+            log = queries.job_log(session, studio.settings, ident(job_id, "job"))
         frame = pd.DataFrame(points or [], columns=["step", "loss", "reward_mean", "reward_std"])
         rewards = frame.rename(columns={"reward_mean": "reward"})[["step", "reward"]]
         slider = gr.update(
@@ -235,14 +255,14 @@ def build(studio: Studio):
         if job_id is None:
             return []
         with studio.db.session() as session:
-            steps = queries.sample_steps(session, int(job_id))
+            steps = queries.sample_steps(session, ident(job_id, "job"))
             if not steps:
                 return []
             nearest = min(steps, key=lambda s: abs(s - int(at or 0)))
             return [
                 (str(path), label)
                 for path, label in queries.samples_at(
-                    session, studio.settings, int(job_id), nearest
+                    session, studio.settings, ident(job_id, "job"), nearest
                 )
             ]
 
@@ -255,7 +275,7 @@ def build(studio: Studio):
         if job_id is None:
             raise StudioError("choose a job to cancel")
         with studio.db.session() as session:
-            jobs.cancel(session, int(job_id))
+            jobs.cancel(session, ident(job_id, "job"))
         return job_table(studio)
 
     cancel.click(run_cancel, [job], [table], api_name="train_cancel")
@@ -270,9 +290,20 @@ def build(studio: Studio):
         caller(studio, request, Role.TRAINER)
         from app.web.ui.lab import preset_names
 
-        return gr.update(choices=preset_names(studio)), gr.update(choices=_job_ids(studio))
+        return (
+            gr.update(choices=preset_names(studio)),
+            gr.update(choices=_job_ids(studio)),
+            validate(*defaults, request),
+        )
 
-    return refresh, [reward_preset, job]
+    defaults = [
+        yaml.safe_dump(first, sort_keys=False),
+        ", ".join(first["positive_words"]),
+        ", ".join(first["negative_words"]),
+        "\n".join(first["prompts"]),
+        *[first.get(field) for field in QUICK],
+    ]
+    return refresh, [reward_preset, job, verdict]
 
 
 def _job_ids(studio: Studio) -> list[tuple[str, int]]:

@@ -1,0 +1,1 @@
+"""Benchmarks that print numbers: each runs real training or sampling and reports a dict."""

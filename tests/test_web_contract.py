@@ -1,0 +1,314 @@
+"""gradio_client contract tests of each tab's endpoints on a served studio, and the REST API,
+including bad input: each gets a clear message and nothing is stored."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+
+import httpx
+import pytest
+from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
+from PIL import Image
+from sqlalchemy import func, select
+
+from app.models import Job, RewardPreset, Role, Vote
+from app.web.factory import create_app
+from tests.web_support import (
+    add_account,
+    ready_campaign,
+    serve,
+    stored_checkpoint,
+    tiny_config,
+    web_settings,
+)
+
+STUDIO_ENDPOINTS = {
+    "/lab_preview",
+    "/lab_sweep",
+    "/lab_save_preset",
+    "/lab_load_preset",
+    "/train_preset",
+    "/train_prompt_file",
+    "/train_submit",
+    "/train_job",
+    "/train_samples",
+    "/train_cancel",
+    "/arena_create",
+    "/arena_next",
+    "/vote_left",
+    "/vote_right",
+    "/vote_tie",
+    "/vote_both_bad",
+    "/vote_skip",
+    "/arena_results",
+    "/arena_jsonl",
+    "/arena_csv",
+    "/checkpoint_show",
+    "/checkpoint_evaluate",
+}
+RATER_ENDPOINTS = {"/arena_next", "/vote_left", "/vote_right", "/vote_tie", "/vote_both_bad"}
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("web-contract")
+    settings = web_settings(folder)
+    app = create_app(settings)
+    db = app.state.studio.db
+    trainer = add_account(db, "tom", Role.TRAINER)
+    rater = add_account(db, "rae", Role.RATER)
+    with serve(app) as url:
+        downloads = folder / "downloads"
+        studio = Client(
+            url + "/studio/", headers=trainer.headers, verbose=False, download_files=downloads
+        )
+        yield {
+            "url": url,
+            "db": db,
+            "settings": settings,
+            "studio": studio,
+            "trainer": trainer,
+            "rater": rater,
+            "folder": folder,
+        }
+
+
+def count(db, model) -> int:
+    with db.session() as session:
+        return session.scalar(select(func.count()).select_from(model))
+
+
+def png(size=(24, 24), colour=(200, 40, 40)) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", size, colour).save(out, format="PNG")
+    return out.getvalue()
+
+
+def claimed_size(data: bytes, width: int, height: int) -> bytes:
+    """A PNG whose header claims another size (a decompression bomb's signature)."""
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    chunk = b"IHDR" + header
+    ihdr = struct.pack(">I", len(header)) + chunk + struct.pack(">I", zlib.crc32(chunk))
+    return data[:8] + ihdr + data[33:]
+
+
+def test_every_tab_exposes_its_named_endpoints(served):
+    names = set(
+        served["studio"].view_api(print_info=False, return_format="dict")["named_endpoints"]
+    )
+    assert names >= STUDIO_ENDPOINTS
+    rater = Client(
+        served["url"] + "/rate/", headers=served["rater"].headers, verbose=False
+    ).view_api(print_info=False, return_format="dict")
+    assert set(rater["named_endpoints"]) >= RATER_ENDPOINTS
+    assert not {"/lab_preview", "/train_submit", "/arena_create"} & set(rater["named_endpoints"])
+
+
+def test_gradio_api_refuses_raters_on_the_studio(served):
+    with pytest.raises(ValueError, match="Could not fetch config"):
+        Client(served["url"] + "/studio/", headers=served["rater"].headers, verbose=False)
+    join = httpx.post(
+        served["url"] + "/studio/gradio_api/queue/join",
+        json={"fn_index": 0, "data": [], "session_hash": "x"},
+        headers=served["rater"].headers,
+    )
+    assert join.status_code == 403
+
+
+def test_reward_lab_preview_sweep_and_presets(served):
+    client, db = served["studio"], served["db"]
+    message, table, _chart, ranking, images, saliency = client.predict(
+        "<b>a red circle</b>",
+        "photo",
+        "painting",
+        0.1,
+        "current model",
+        "base",
+        "0-1",
+        [],
+        api_name="/lab_preview",
+    )
+    assert "&lt;b&gt;" in message and "<b>" not in message
+    assert len(table["data"]) == 2
+    headers = table["headers"]
+    assert {"r(p)", "r(photo. p)", "r(painting. p)", "srp", "rank before", "rank after"} <= set(
+        headers
+    )
+    assert "Ranking before" in ranking and len(images) == 2 and len(saliency) == 2
+    frame, warning = client.predict("a red circle", "photo, painting, zebra", api_name="/lab_sweep")
+    assert [row[0] for row in frame["data"]] == ["photo", "painting", "zebra"]
+    assert warning
+    status, _ = client.predict("style", "photo", "painting", 0.2, api_name="/lab_save_preset")
+    assert "Saved" in status
+    with pytest.raises(AppError, match="exists"):
+        client.predict("style", "photo", "painting", 0.2, api_name="/lab_save_preset")
+    assert count(db, RewardPreset) == 1
+    assert client.predict("style", api_name="/lab_load_preset") == ("photo", "painting", 0.2)
+
+
+def test_reward_lab_scores_uploads_and_refuses_bad_ones(served):
+    client, folder = served["studio"], served["folder"]
+    good = folder / "good.png"
+    good.write_bytes(png())
+    result = client.predict(
+        "a red circle",
+        "photo",
+        "painting",
+        0.0,
+        "uploads",
+        "base",
+        "",
+        [handle_file(str(good))],
+        api_name="/lab_preview",
+    )
+    assert len(result[1]["data"]) == 1
+    not_image = folder / "not-image.png"
+    not_image.write_text("hello, I am text")
+    bomb = folder / "bomb.png"
+    bomb.write_bytes(claimed_size(png(), 30_000, 30_000))
+    big = folder / "big.png"
+    big.write_bytes(b"\0" * (21 * 2**20))
+    for path, message in (
+        (not_image, "not an image"),
+        (bomb, "decompression bomb"),
+        (big, "too large|larger|exceeds|size"),
+    ):
+        with pytest.raises((AppError, ValueError, httpx.HTTPError), match=message):
+            client.predict(
+                "a red circle",
+                "photo",
+                "painting",
+                0.0,
+                "uploads",
+                "base",
+                "",
+                [handle_file(str(path))],
+                api_name="/lab_preview",
+            )
+
+
+def test_train_form_validates_queues_and_refuses_bad_prompt_files(served):
+    client, db, folder = served["studio"], served["db"], served["folder"]
+    config = tiny_config()
+    fields = ("yaml-box", "photo", "painting", "a red circle\na blue square", 2, 1, 2, 1, 1)
+    advanced, *rest = fields
+    import yaml
+
+    advanced = yaml.safe_dump(config)
+    before = count(db, Job)
+    bad = list(rest)
+    bad[3] = 0
+    with pytest.raises(AppError, match="steps"):
+        client.predict("bad job", advanced, *bad, api_name="/train_submit")
+    with pytest.raises(AppError, match="YAML"):
+        client.predict("bad yaml", "steps: [", *rest, api_name="/train_submit")
+    assert count(db, Job) == before
+    message, table, _ = client.predict("good job", advanced, *rest, api_name="/train_submit")
+    assert "Queued job" in message or "saved but not yet queued" in message
+    assert count(db, Job) == before + 1
+    assert "good job" in [row[1] for row in table["data"]]
+    empty = folder / "empty.txt"
+    empty.write_bytes(b"\n  \n")
+    latin = folder / "latin.txt"
+    latin.write_bytes("caf\xe9 au lait\n".encode("latin-1"))
+    for path, message in ((empty, "empty"), (latin, "not UTF-8")):
+        with pytest.raises(AppError, match=message):
+            client.predict(handle_file(str(path)), api_name="/train_prompt_file")
+    good = folder / "prompts.txt"
+    good.write_text("a red circle\n\na blue square\n", encoding="utf-8")
+    assert client.predict(handle_file(str(good)), api_name="/train_prompt_file") == (
+        "a red circle\na blue square"
+    )
+    assert count(db, Job) == before + 1
+    preset = client.predict("flux-paper-32gpu", api_name="/train_preset")
+    assert "hpsv2.1" in preset[0]
+
+
+def test_jobs_show_progress_and_cancel(served):
+    client, db, settings = served["studio"], served["db"], served["settings"]
+    job_id, _, _ = stored_checkpoint(db, settings)
+    progress, *_ = client.predict(job_id, api_name="/train_job")
+    assert f"Job {job_id}" in progress and "queue position" in progress
+    client.predict(job_id, api_name="/train_cancel")
+    progress, *_ = client.predict(job_id, api_name="/train_job")
+    assert "cancelled" in progress
+    with pytest.raises(AppError, match="already cancelled"):
+        client.predict(job_id, api_name="/train_cancel")
+    with pytest.raises(AppError, match="job: choose"):
+        client.predict("../../etc", api_name="/train_cancel")
+
+
+def test_arena_votes_once_per_pair_results_and_export(served):
+    db, settings = served["db"], served["settings"]
+    campaign_id, pairs = ready_campaign(db, settings, "contract", pairs=2)
+    rater = Client(served["url"] + "/rate/", headers=served["rater"].headers, verbose=False)
+    prompt, left, right, status = rater.predict(campaign_id, "overall", api_name="/arena_next")
+    assert prompt == "a red circle" and left and right and "overall" in status
+    rater.predict(campaign_id, "overall", api_name="/vote_left")
+    assert count(db, Vote) == 1
+    # the API path: a second vote on the same pair is refused and not stored
+    api = httpx.Client(base_url=served["url"], headers=served["rater"].headers)
+    with db.session() as session:
+        voted = session.scalar(select(Vote.comparison_id))
+    again = api.post(
+        "/api/v1/votes", json={"comparison_id": voted, "criterion": "overall", "choice": "right"}
+    )
+    assert again.status_code == 409 and "already voted" in again.json()["detail"]
+    assert count(db, Vote) == 1
+    other = next(p for p in pairs if p != voted)
+    ok = api.post(
+        "/api/v1/votes", json={"comparison_id": other, "criterion": "overall", "choice": "left"}
+    )
+    assert ok.status_code == 201
+    done = rater.predict(campaign_id, "overall", api_name="/arena_next")
+    assert "judged every pair" in done[-1]
+    studio = served["studio"]
+    summary, rates, scores = studio.predict(campaign_id, "overall", api_name="/arena_results")
+    assert "2 counted votes" in summary and "agreement" in summary
+    assert {row[0] for row in rates["data"]} == {"base", "other"}
+    assert {row[0] for row in scores["data"]} == {"base", "other"}
+    exported = studio.predict(campaign_id, api_name="/arena_jsonl")
+    with open(exported, encoding="utf-8") as handle:
+        text = handle.read()
+    assert text.count("\n") == 2 and '"winner_model": "base"' in text
+    with open(studio.predict(campaign_id, api_name="/arena_csv"), encoding="utf-8") as handle:
+        csv_text = handle.read()
+    assert csv_text.splitlines()[0].startswith("prompt,winner,loser")
+
+
+def test_checkpoint_tab_shows_sha_card_and_snippet(served):
+    db, settings, client = served["db"], served["settings"], served["studio"]
+    _, checkpoint_id, weights = stored_checkpoint(db, settings)
+    import hashlib
+
+    sha, link, card, snippet = client.predict(checkpoint_id, api_name="/checkpoint_show")
+    assert sha == hashlib.sha256(weights).hexdigest()
+    assert f"/api/v1/checkpoints/{checkpoint_id}/download" in link
+    assert "## Training config" in card and sha in card and "code version" in card
+    assert "load_file" in snippet
+    with pytest.raises(AppError, match="not found"):
+        client.predict(99999, api_name="/checkpoint_show")
+
+
+def test_rest_api_jobs_and_checkpoints(served):
+    api = httpx.Client(base_url=served["url"], headers=served["trainer"].headers, timeout=30)
+    before = len(api.get("/api/v1/jobs").json())
+    bad = api.post("/api/v1/jobs", json={"preset": "tiny-demo", "config": {"steps": -1}})
+    assert bad.status_code == 400 and "steps" in bad.json()["detail"]
+    unknown = api.post("/api/v1/jobs", json={"preset": "tiny-demo", "config": {"model": "nope"}})
+    assert unknown.status_code == 400 and "unknown model" in unknown.json()["detail"]
+    assert len(api.get("/api/v1/jobs").json()) == before
+    made = api.post("/api/v1/jobs", json={"config": tiny_config(), "name": "api job"})
+    assert made.status_code in (201, 503), made.text
+    listed = api.get("/api/v1/jobs").json()
+    assert listed[0]["name"] == "api job" and listed[0]["state"] == "queued"
+    assert listed[0]["queue_position"] >= 1
+    cancelled = api.post(f"/api/v1/jobs/{listed[0]['id']}/cancel").json()
+    assert cancelled["state"] == "cancelled"
+    rows = api.get("/api/v1/checkpoints").json()
+    assert rows and all(len(r["sha256"]) == 64 for r in rows)
+    schema = api.get("/openapi.json").json()
+    assert "/api/v1/votes" in schema["paths"] and "HTTPBearer" in str(schema["components"])

@@ -1,0 +1,33 @@
+"""The Celery app follows the settings: durable training tasks on the GPU queue."""
+
+from __future__ import annotations
+
+from app.settings import Settings
+from worker.celery_app import make_celery
+from worker.tasks import GRID_TASK, PAIRS_TASK, TRAIN_TASK
+
+
+def test_tasks_are_durable_and_routed_to_the_gpu_queue(tmp_path) -> None:
+    settings = Settings(data_dir=tmp_path, gpu_queue="gpu-node", broker_url="redis://h:1/2")
+    celery = make_celery(settings)
+    assert celery.conf.broker_url == "redis://h:1/2"
+    assert celery.conf.worker_prefetch_multiplier == 1
+    for name in (TRAIN_TASK, PAIRS_TASK, GRID_TASK):
+        task = celery.tasks[name]
+        assert task.acks_late and task.reject_on_worker_lost
+        assert celery.amqp.router.route({}, name)["queue"].name == "gpu-node"
+
+
+def _settings_of(task) -> Settings:
+    (found,) = [
+        c.cell_contents for c in task.run.__closure__ if isinstance(c.cell_contents, Settings)
+    ]
+    return found
+
+
+def test_two_apps_keep_their_own_settings(tmp_path) -> None:
+    first_settings, second_settings = (Settings(data_dir=tmp_path / n) for n in "ab")
+    first, second = make_celery(first_settings), make_celery(second_settings)
+    for name in (TRAIN_TASK, PAIRS_TASK, GRID_TASK):
+        assert _settings_of(first.tasks[name]) is first_settings
+        assert _settings_of(second.tasks[name]) is second_settings
