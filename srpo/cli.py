@@ -44,7 +44,6 @@ def _bench_methods(args: argparse.Namespace) -> int:
         lrs=[float(lr) for lr in args.lrs.split(",")],
         budget_seconds=args.budget_seconds,
         grpo_budget_seconds=args.grpo_budget_seconds,
-        pilot_seconds=args.pilot_seconds,
         probe_prompts=args.probe_prompts,
         probe_seconds=args.probe_seconds,
         target_points=args.target_points,
@@ -165,12 +164,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     methods.add_argument("--json", action="store_true", help="print one JSON object")
     methods.add_argument("--methods", default="srpo,direct_align,refl,draft,grpo")
-    methods.add_argument("--lrs", default="1e-5,3e-5,1e-4", help="shared lr grid (one: no pilot)")
+    methods.add_argument("--lrs", default="1e-5,3e-5,1e-4,3e-4", help="lr grid every method races")
     methods.add_argument("--budget-seconds", type=float, default=60.0, help="per method")
     methods.add_argument(
         "--grpo-budget-seconds", type=float, default=None, help="default: 20x SRPO's seconds"
     )
-    methods.add_argument("--pilot-seconds", type=float, default=10.0, help="per method and lr")
     methods.add_argument("--probe-prompts", type=int, default=48)
     methods.add_argument("--probe-seconds", type=float, default=3.0, help="first probe after")
     methods.add_argument("--target-points", type=float, default=30.0, help="over the base rate")

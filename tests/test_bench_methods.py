@@ -3,7 +3,7 @@
 import json
 from pathlib import Path
 
-from srpo.benchmarks.methods import Race, Trial, bench_methods, choose_lr
+from srpo.benchmarks.methods import Race, bench_methods, best_trial
 from srpo.checkpoints import Checkpoint
 
 
@@ -58,15 +58,25 @@ def test_race_probes_once_more_when_the_budget_runs_out():
     assert len(race.probes) == 1 and not race.reached and race.should_cancel()
 
 
-def test_choose_lr_prefers_the_rate_then_the_smaller_lr_and_guards_fidelity():
+def trial(lr, reached, seconds, best):
+    return {
+        "lr": lr,
+        "reached": reached,
+        "seconds_to_target": seconds if reached else None,
+        "best_judged_positive_rate": best,
+    }
+
+
+def test_best_trial_is_the_fastest_to_target_else_the_highest_rate_ties_to_smaller_lr():
     trials = [
-        Trial(1e-5, 0.3, 0.6, 5, 1.0),
-        Trial(3e-5, 0.5, 0.6, 5, 1.0),
-        Trial(1e-4, 0.5, 0.6, 5, 1.0),
-        Trial(3e-4, 0.9, 0.2, 5, 1.0),
+        trial(3e-4, False, None, 0.9),
+        trial(1e-4, True, 20.0, 0.6),
+        trial(3e-5, True, 12.0, 0.6),
+        trial(1e-5, True, 12.0, 0.6),
     ]
-    assert choose_lr(trials, base_fidelity=0.6).lr == 3e-5
-    assert choose_lr(trials[3:], base_fidelity=0.6).lr == 3e-4
+    assert best_trial(trials)["lr"] == 1e-5
+    assert best_trial([trial(1e-4, False, None, 0.3), trial(1e-5, False, None, 0.4)])["lr"] == 1e-5
+    assert best_trial([trial(1e-4, False, None, 0.4), trial(1e-5, False, None, 0.4)])["lr"] == 1e-5
 
 
 def test_a_target_below_the_base_is_reached_at_the_first_probe(smoke_world):
@@ -84,7 +94,7 @@ def test_a_target_below_the_base_is_reached_at_the_first_probe(smoke_world):
         assert row["reached"] and row["updates"] == 1 and row["probes"] == 1
         assert row["seconds_to_target"] == row["seconds"] > 0
         assert row["previous_probe_seconds"] == 0.0
-    assert result["lr"]["pilot"] is None
+        assert [t["lr"] for t in row["trials"]] == [1e-3]
     assert result["grpo_over_srpo"]["ratio"] > 0 and not result["grpo_over_srpo"]["lower_bound"]
 
 
@@ -93,16 +103,15 @@ def test_an_unreachable_target_is_reported_after_the_budget(smoke_world):
         methods=("srpo", "refl", "grpo"),
         lrs=(1e-4, 1e-3),
         budget_seconds=1e-3,
-        pilot_seconds=1e-3,
         probe_prompts=4,
         target_points=200.0,
         overrides=small(smoke_world),
     )
     json.dumps(result)
-    for method, row in result["methods"].items():
+    for row in result["methods"].values():
         assert not row["reached"] and row["seconds_to_target"] is None
         assert row["seconds"] >= row["budget_seconds"] and row["updates"] >= 1
-        assert row["lr"] == result["lr"]["pilot"]["methods"][method]["lr"]
-        assert len(result["lr"]["pilot"]["methods"][method]["trials"]) == 2
+        assert [t["lr"] for t in row["trials"]] == [1e-3, 1e-4]
+        assert row["lr"] in {t["lr"] for t in row["trials"]}
     assert result["grpo_over_srpo"]["ratio"] is None
     assert not result["grpo_over_srpo"]["goal_met"]

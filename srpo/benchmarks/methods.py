@@ -11,8 +11,8 @@ growing intervals of that clock it judges a fixed held-out probe set with the ch
 trainer just wrote, and stops the run when the judged positive-attribute rate reaches the
 target (the base rate plus ``target_points``) or the method's budget is spent.
 
-Each method's learning rate comes from one shared grid: every (method, lr) pair trains for the
-same pilot time and is judged on a probe set disjoint from the one that times the race.
+Each method races at every learning rate of one shared grid and its row is its best trial, so
+no method is held back by a learning rate that suits another one.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,10 +37,8 @@ from srpo.sampling import sample_images
 from srpo.train import Callback, Progress, build_generator, train
 
 METHODS = ("srpo", "direct_align", "refl", "draft", "grpo")
-LR_GRID = (1e-5, 3e-5, 1e-4)
-PILOT_SEED = EVAL_SEED + 500_009
+LR_GRID = (1e-5, 3e-5, 1e-4, 3e-4)
 PROBE_GROWTH = 1.15
-FIDELITY_GUARD = 0.10
 GOAL_RATIO = 20.0
 # DanceGRPO trains one prompt per GPU per rollout (train_batch_size 1), a group of 12 samples.
 GRPO_PROMPTS_PER_ROLLOUT = 1
@@ -183,52 +181,42 @@ def race(
     return callback
 
 
-@dataclass(frozen=True)
-class Trial:
-    """One pilot run: a learning rate and the rates judged after the pilot time."""
+def best_trial(trials: Sequence[Mapping[str, Any]]) -> Mapping[str, Any]:
+    """The fastest trial to the target; when none reached it, the highest judged rate.
 
-    lr: float
-    judged_positive_rate: float
-    prompt_fidelity: float
-    updates: int
-    seconds: float
-
-
-def choose_lr(trials: Sequence[Trial], base_fidelity: float) -> Trial:
-    """The pilot with the highest judged positive rate (ties: the smaller lr).
-
-    Pilots that lost more than ``FIDELITY_GUARD`` of prompt fidelity are passed over unless
-    every pilot did.
+    Ties go to the smaller learning rate.
     """
-    kept = [t for t in trials if t.prompt_fidelity >= base_fidelity - FIDELITY_GUARD] or trials
-    return max(kept, key=lambda t: (t.judged_positive_rate, -t.lr))
+    reached = [t for t in trials if t["reached"]]
+    if reached:
+        return min(reached, key=lambda t: (t["seconds_to_target"], t["lr"]))
+    return max(trials, key=lambda t: (t["best_judged_positive_rate"], -t["lr"]))
 
 
-def pilot(
-    methods: Sequence[str],
+def race_grid(
+    method: str,
     lrs: Sequence[float],
-    seconds: float,
-    prompts: int,
+    data: EvalSet,
+    target: float,
+    budget: float,
+    interval: float,
     overrides: Mapping[str, Any] | None = None,
     workdir: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Train every (method, lr) for ``seconds`` of update time; judge a disjoint probe set."""
-    reference = method_config(methods[0], lrs[0], overrides)
-    data = eval_set(reference, prompts, PILOT_SEED)
-    base = Judge(reference, data)()
-    results: dict[str, Any] = {}
-    for method in methods:
-        trials = []
-        for lr in lrs:
-            config = method_config(method, lr, overrides)
-            run = race(config, Judge(config, data), math.inf, seconds, seconds, workdir)
-            last = run.probes[-1]
-            trials.append(
-                Trial(lr, last.judged_positive_rate, last.prompt_fidelity, run.updates, run.seconds)
-            )
-        chosen = choose_lr(trials, base["prompt_fidelity"])
-        results[method] = {"lr": chosen.lr, "trials": [_rounded(asdict(t)) for t in trials]}
-    return {"base": _rounded(base), "methods": results}
+    """Race ``method`` at every lr of the grid, largest first; its row is the best trial.
+
+    Once one lr reached the target, the next ones get that time as their budget: they count
+    only if they are faster.
+    """
+    trials = []
+    for lr in sorted(lrs, reverse=True):
+        config = method_config(method, lr, overrides)
+        reached = [t["seconds_to_target"] for t in trials if t["reached"]]
+        cap = min([budget, *reached])
+        run = race(config, Judge(config, data), target, cap, interval, workdir)
+        trials.append(summary(run, config, cap))
+    best = best_trial(trials)
+    keys = ("lr", "reached", "seconds", "updates", "judged_positive_rate", "prompt_fidelity")
+    return {**best, "budget_seconds": budget, "trials": [{k: t[k] for k in keys} for t in trials]}
 
 
 def summary(run: Race, config: TrainConfig, budget: float) -> dict[str, Any]:
@@ -289,7 +277,6 @@ def bench_methods(
     lrs: Sequence[float] = LR_GRID,
     budget_seconds: float = 60.0,
     grpo_budget_seconds: float | None = None,
-    pilot_seconds: float = 10.0,
     probe_prompts: int = 48,
     probe_seconds: float = 3.0,
     target_points: float = 30.0,
@@ -301,36 +288,31 @@ def bench_methods(
 
     Every method gets ``budget_seconds`` of update time, except GRPO: ``grpo_budget_seconds``,
     or by default the time that decides the goal, ``GOAL_RATIO`` times SRPO's seconds to the
-    target (at least ``budget_seconds``). With one learning rate in ``lrs`` there is no pilot.
+    target (at least ``budget_seconds``).
     ``overrides`` change the preset of every method (tests point it at a smaller world).
     ``threads`` sets torch's CPU threads.
     """
     unknown = [m for m in methods if m not in METHODS]
     if unknown or not methods:
         raise ValueError(f"methods must be some of {', '.join(METHODS)}; got {list(methods)}")
-    if not lrs or budget_seconds <= 0 or pilot_seconds <= 0 or probe_seconds <= 0:
-        raise ValueError("need at least one lr and positive budget, pilot and probe seconds")
+    if not lrs or budget_seconds <= 0 or probe_seconds <= 0:
+        raise ValueError("need at least one lr and positive budget and probe seconds")
     began, load_before = time.perf_counter(), os.getloadavg()
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        chosen = {m: lrs[0] for m in methods}
-        pilots = None
-        if len(lrs) > 1:
-            pilots = pilot(methods, lrs, pilot_seconds, probe_prompts, overrides, workdir)
-            chosen = {m: pilots["methods"][m]["lr"] for m in methods}
-        reference = method_config(methods[0], chosen[methods[0]], overrides)
+        reference = method_config(methods[0], lrs[0], overrides)
         data = eval_set(reference, probe_prompts)
         base = Judge(reference, data)()
         target = base["judged_positive_rate"] + target_points / 100
-        rows = {}
+        rows: dict[str, Any] = {}
         for method in methods:
-            config = method_config(method, chosen[method], overrides)
             budget = budget_seconds
             if method == "grpo":
                 budget = grpo_budget_seconds or goal_budget(rows.get("srpo"), budget_seconds)
-            run = race(config, Judge(config, data), target, budget, probe_seconds, workdir)
-            rows[method] = summary(run, config, budget)
+            rows[method] = race_grid(
+                method, lrs, data, target, budget, probe_seconds, overrides, workdir
+            )
     finally:
         torch.set_num_threads(previous_threads)
     goal = speedup(rows)
@@ -350,12 +332,10 @@ def bench_methods(
         "base": _rounded(base),
         "target": {"points": target_points, "judged_positive_rate": round(target, 4)},
         "lr": {
-            "grid": list(lrs),
-            "pilot_seconds": pilot_seconds if pilots else None,
-            "pilot_seed": PILOT_SEED if pilots else None,
-            "rule": "highest judged positive rate after the pilot time; pilots losing more than "
-            f"{FIDELITY_GUARD:.0%} prompt fidelity passed over; ties to the smaller lr",
-            "pilot": pilots,
+            "grid": sorted(lrs, reverse=True),
+            "rule": "every method races at every lr (largest first; later ones get the best "
+            "time so far as budget); its row is the fastest to the target, else the highest "
+            "judged rate; ties to the smaller lr",
         },
         "methods": rows,
         "grpo_over_srpo": goal,
