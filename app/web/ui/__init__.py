@@ -23,22 +23,33 @@ def _header(studio: Studio, role: Role, title: str):
 
 
 def build_studio(studio: Studio) -> gr.Blocks:
-    """Reward Lab, Train, Arena and Checkpoints in tabs."""
+    """Reward Lab, Train, Arena and Checkpoints in tabs.
+
+    Each tab's lists (models, checkpoints, campaigns) are read when the page loads and again
+    whenever the tab is opened, so a checkpoint trained or a campaign rendered meanwhile shows
+    up without reloading the page. The Train tab keeps its own timer instead: re-reading it on
+    opening would reset the form's verdict.
+    """
     with gr.Blocks(title="SRPO Studio") as demo:
         banner, who = _header(studio, Role.TRAINER, "SRPO Studio")
-        loads = []
         with gr.Tabs():
-            with gr.Tab("Reward Lab", id="lab"):
-                loads.append(lab.build(studio))
+            with gr.Tab("Reward Lab", id="lab") as lab_tab:
+                lab_lists = lab.build(studio)
             with gr.Tab("Train", id="train"):
-                loads.append(train.build(studio))
-            with gr.Tab("Arena", id="arena"):
-                loads.append(arena.build(studio))
-            with gr.Tab("Checkpoints", id="checkpoints"):
-                loads.append(checkpoints.build(studio))
+                train_lists = train.build(studio)
+            with gr.Tab("Arena", id="arena") as arena_tab:
+                arena_lists = arena.build(studio)
+            with gr.Tab("Checkpoints", id="checkpoints") as checkpoints_tab:
+                checkpoint_lists = checkpoints.build(studio)
         demo.load(who, None, [banner])
-        for refresh, outputs in loads:
+        for refresh, outputs in (lab_lists, train_lists, arena_lists, checkpoint_lists):
             demo.load(refresh, None, outputs)
+        for tab, (refresh, outputs) in (
+            (lab_tab, lab_lists),
+            (arena_tab, arena_lists),
+            (checkpoints_tab, checkpoint_lists),
+        ):
+            tab.select(refresh, None, outputs, show_progress="hidden")
     return demo
 
 

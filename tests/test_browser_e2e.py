@@ -1,0 +1,336 @@
+"""The studio in a real browser: Debian's Chromium, driven by Playwright, against a served studio
+in embedded mode (SQLite, the SQLAlchemy broker, an in-process worker that really trains).
+
+A trainer signs in through the login page, previews a reward shift in the Reward Lab, queues
+the tiny demo (shortened in the form's quick fields) and watches it succeed in the job list,
+creates a campaign of the new checkpoint against the base model, downloads the checkpoint with
+the browser's session cookie (its sha256 matches the page and the database) and votes; a rater
+votes in the raters' app. Each tab is saved as a full-page screenshot under
+``test-artifacts/screenshots/``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
+from sqlalchemy import select
+
+from app.db import Database
+from app.models import (
+    Campaign,
+    CampaignState,
+    Checkpoint,
+    Comparison,
+    Job,
+    JobState,
+    Role,
+    SampleImage,
+    Vote,
+)
+from app.web.factory import create_app
+from tests.web_support import PASSWORD, add_account, serve, user_id, web_settings
+from worker.embedded import EmbeddedWorker
+
+CHROMIUM = Path("/usr/bin/chromium")
+SCREENSHOTS = Path(__file__).resolve().parents[1] / "test-artifacts" / "screenshots"
+PAGE_WAIT_MS = 30_000
+WORK_WAIT_MS = 240_000
+QUICK_FIELDS = {
+    "steps": 2,
+    "batch size": 1,
+    "rollout steps": 2,
+    "checkpoint every": 2,
+    "sample every": 2,
+}
+LAB_SEEDS = 4
+WIN_RATES = "Win rates (Wilson 95% intervals, ties count half)"
+
+
+@dataclass(frozen=True)
+class Served:
+    """A running studio: its URL and database."""
+
+    url: str
+    db: Database
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """The studio served on a free port with its embedded worker, a trainer and a rater."""
+    folder = tmp_path_factory.mktemp("browser")
+    settings = web_settings(
+        folder, lease_seconds=10, heartbeat_seconds=0.5, maintenance_seconds=0.5
+    )
+    app = create_app(settings)
+    db = app.state.studio.db
+    add_account(db, "tess", Role.TRAINER)
+    add_account(db, "rory", Role.RATER)
+    with EmbeddedWorker(settings), serve(app) as url:
+        yield Served(url, db)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """Headless Chromium from Debian's package (``make test`` installs it)."""
+    if not CHROMIUM.is_file():
+        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium package (make test does)")
+    expect.set_options(timeout=PAGE_WAIT_MS)
+    with sync_playwright() as playwright:
+        found = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True)
+        yield found
+        found.close()
+
+
+def new_page(browser: Browser) -> Page:
+    """A page in a fresh browser context (its own cookies)."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+    context.set_default_timeout(PAGE_WAIT_MS)
+    return context.new_page()
+
+
+def screenshot(page: Page, name: str) -> None:
+    """Save the whole page as ``test-artifacts/screenshots/NAME.png``."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=SCREENSHOTS / f"{name}.png", full_page=True)
+
+
+def sign_in(page: Page, url: str, username: str, landing: str) -> None:
+    """Open ``landing``, get sent to the login page, sign in and come back to ``landing``."""
+    page.goto(url + landing)
+    expect(page).to_have_url(re.compile(r"/login\?next="))
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("Password").fill("not the password")
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("alert")).to_have_text("Wrong username or password.")
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page).to_have_url(url + landing)
+    expect(page.get_by_text("Signed in as")).to_contain_text(username)
+
+
+def open_tab(page: Page, name: str) -> Locator:
+    """Select a tab of the studio; returns its panel (tabs once opened stay in the page)."""
+    page.get_by_role("tab", name=name).click()
+    expect(page.get_by_role("tab", name=name)).to_have_attribute("aria-selected", "true")
+    return page.get_by_role("tabpanel")
+
+
+def choose(scope: Page | Locator, combobox: str, option: str) -> None:
+    """Pick ``option`` in the (first) dropdown labelled ``combobox``."""
+    scope.get_by_role("combobox", name=combobox, exact=True).first.click()
+    scope.get_by_role("option", name=option, exact=True).click()
+
+
+def table_rows(scope: Locator, label: str, count: int | None = None) -> list[list[str]]:
+    """The body cells of the dataframe labelled ``label``, row by row (once ``count`` are in)."""
+    rows = scope.get_by_role("grid", name=label, exact=True).get_by_role("row")
+    body = rows.filter(has=scope.page.get_by_role("gridcell"))
+    if count is not None:
+        expect(body).to_have_count(count)
+    return [[c.strip() for c in r.get_by_role("gridcell").all_inner_texts()] for r in body.all()]
+
+
+def preview_reward_shift(page: Page) -> None:
+    """Score images of the base model for photo vs painting: scores and rankings appear."""
+    tab = open_tab(page, "Reward Lab")
+    tab.get_by_label("Seeds").fill(f"0-{LAB_SEEDS - 1}")
+    tab.get_by_role("button", name="Preview reward shift").click()
+    expect(tab.get_by_text(f"Scored {LAB_SEEDS} image(s)")).to_be_visible(timeout=WORK_WAIT_MS)
+    grid = tab.get_by_role("grid", name="Scores per image", exact=True)
+    for header in ("r(p)", "r(photo. p)", "r(painting. p)", "srp", "rank before", "rank after"):
+        expect(grid.get_by_role("columnheader", name=header, exact=True)).to_be_visible()
+    rows = table_rows(tab, "Scores per image", LAB_SEEDS)
+    assert [row[0] for row in rows] == [str(n) for n in range(LAB_SEEDS)]
+    ranking = tab.locator("p", has_text="Ranking before")
+    for column, title in ((-2, "Ranking before"), (-1, "Ranking after")):
+        assert sorted(int(row[column]) for row in rows) == list(range(1, LAB_SEEDS + 1))
+        order = ", ".join(f"#{row[0]}" for row in sorted(rows, key=lambda r: int(r[column])))
+        expect(ranking).to_contain_text(f"{title} ")
+        expect(ranking).to_contain_text(order)
+    screenshot(page, "1-reward-lab")
+
+
+def queue_tiny_demo(page: Page, db: Database) -> int:
+    """Queue the tiny demo at a few steps from the Train tab; wait until it succeeds."""
+    tab = open_tab(page, "Train")
+    tab.get_by_label("Job name").fill("browser demo")
+    for field, value in QUICK_FIELDS.items():
+        tab.get_by_label(field, exact=True).fill(str(value))
+    expect(tab.get_by_text("✓ Valid: srpo on tiny, 2 steps")).to_be_visible()
+    tab.get_by_role("button", name="Queue job").click()
+    queued = tab.get_by_text(re.compile(r"Queued job \d+\."))
+    expect(queued).to_be_visible()
+    job_id = int(re.search(r"\d+", queued.inner_text()).group())
+    progress = tab.locator(f'.job-progress[data-state="{JobState.SUCCEEDED.value}"]')
+    expect(progress).to_be_visible(timeout=WORK_WAIT_MS)
+    expect(progress).to_contain_text(f"Job {job_id}: browser demo")
+    expect(progress).to_contain_text("step 2/2")
+    expect(progress.locator("progress")).to_have_attribute("value", "100")
+    (row,) = [r for r in table_rows(tab, "Jobs") if r[0] == str(job_id)]
+    assert row[1:3] == ["browser demo", "succeeded"]
+    assert row[4:6] == ["100%", "2/2"]
+    expect(tab.get_by_label("Job log")).to_have_value(re.compile("succeeded at step 2"))
+    with db.session() as session:
+        job = session.get(Job, job_id)
+        assert (job.state, job.step, job.error) == (JobState.SUCCEEDED, 2, None)
+    fixed_seed_samples(tab, db, job_id, QUICK_FIELDS["steps"])
+    screenshot(page, "2-train")
+    return job_id
+
+
+def fixed_seed_samples(tab: Locator, db: Database, job_id: int, step: int) -> None:
+    """Click the end of the sample step slider: the job's fixed-seed samples at ``step`` appear."""
+    slider = tab.get_by_role("slider")
+    expect(slider).to_have_attribute("max", str(step))
+    box = slider.bounding_box()
+    slider.click(position={"x": box["width"] - 1, "y": box["height"] / 2})
+    with db.session() as session:
+        stored = session.scalars(
+            select(SampleImage)
+            .where(SampleImage.job_id == job_id, SampleImage.step == step)
+            .order_by(SampleImage.path)
+        ).all()
+        captions = [f"{s.prompt} · seed {s.seed}" for s in stored]
+    assert captions
+    gallery = tab.locator(".block", has=tab.page.get_by_text("Fixed-seed samples", exact=True))
+    expect(gallery.locator("img")).to_have_count(len(captions))
+    expect(gallery).to_contain_text(captions[0])
+
+
+def final_checkpoint(db: Database, job_id: int) -> Checkpoint | None:
+    """The job's last checkpoint row."""
+    with db.session() as session:
+        return session.scalars(
+            select(Checkpoint).where(Checkpoint.job_id == job_id).order_by(Checkpoint.step.desc())
+        ).first()
+
+
+def create_campaign(page: Page, checkpoint_id: int) -> int:
+    """Create a campaign of the checkpoint against the base model in the Arena tab."""
+    tab = open_tab(page, "Arena")
+    tab.get_by_label("Name", exact=True).fill("browser campaign")
+    tab.get_by_role("checkbox", name="base", exact=True).check()
+    tab.get_by_role("checkbox", name=f"checkpoint:{checkpoint_id}", exact=True).check()
+    tab.get_by_label("Prompts (one per line)").fill("a red circle")
+    tab.get_by_label("Seeds").fill("0")
+    tab.get_by_role("button", name="Create campaign").click()
+    created = tab.get_by_text(re.compile(r"Created campaign \d+;"))
+    expect(created).to_be_visible()
+    return int(re.search(r"\d+", created.inner_text()).group())
+
+
+def download_checkpoint(
+    browser: Browser, page: Page, served: Served, checkpoint: Checkpoint, folder: Path
+) -> None:
+    """Download the weights through the page's link with the session cookie (a browser without
+    it is refused); the sha256 matches the page and the database."""
+    tab = open_tab(page, "Checkpoints")
+    (row,) = table_rows(tab, "Checkpoints", 1)
+    assert row[:3] == [str(checkpoint.id), f"{checkpoint.job_id}: browser demo", "2"]
+    assert row[-1] == checkpoint.sha256[:16] + "…"
+    choose(tab, "Checkpoint", f"{checkpoint.id}: job {checkpoint.job_id} step {checkpoint.step}")
+    # the box's <label> also holds its copy button, which takes the label's name
+    shown = tab.locator("label", has_text="sha256 of the weights").locator("textarea")
+    expect(shown).to_have_value(re.compile(r"^[0-9a-f]{64}$"))
+    link = tab.get_by_role("link", name=re.compile(r"^Download weights"))
+    with page.expect_download() as started:
+        link.click()
+    anonymous = browser.new_context()
+    refused = anonymous.request.get(served.url + link.get_attribute("href"))
+    assert refused.status == 401
+    anonymous.close()
+    target = folder / started.value.suggested_filename
+    started.value.save_as(target)
+    digest = hashlib.sha256(target.read_bytes()).hexdigest()
+    with served.db.session() as session:
+        stored = session.get(Checkpoint, checkpoint.id).sha256
+    assert digest == shown.input_value() == stored
+    weights = Path(checkpoint.weights_file).name
+    assert target.name == f"job{checkpoint.job_id}-step{checkpoint.step}-{weights}"
+    screenshot(page, "4-checkpoints")
+
+
+def campaign_ready(db: Database, campaign_id: int) -> bool:
+    """Whether the campaign's pairs are rendered (raises if rendering failed)."""
+    with db.session() as session:
+        found = session.get(Campaign, campaign_id)
+        assert found.state != CampaignState.FAILED, found.error
+        return found.state == CampaignState.READY
+
+
+def wait_until(check: Callable[[], bool], what: str) -> None:
+    """Poll ``check`` until it holds."""
+    deadline = time.monotonic() + WORK_WAIT_MS / 1000
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.3)
+
+
+def vote(page: Page, scope: Page | Locator, campaign_id: int, button: str, shot: str) -> None:
+    """Pick the campaign in the (first) Campaign dropdown, see its one pair and vote on it."""
+    choose(scope, "Campaign", f"{campaign_id}: browser campaign")
+    expect(scope.get_by_text("Which image is better for overall?")).to_be_visible()
+    expect(scope.get_by_label("Prompt", exact=True)).to_have_value("a red circle")
+    pictures = scope.locator(".arena-image img")
+    expect(pictures).to_have_count(2)
+    for picture in pictures.all():
+        expect(picture).to_be_visible()
+        assert not re.search("base|checkpoint", picture.get_attribute("src")), "models are hidden"
+    screenshot(page, shot)
+    scope.get_by_role("button", name=button, exact=True).click()
+    expect(scope.get_by_text("You have judged every pair of")).to_be_visible()
+
+
+def votes_of(db: Database, username: str) -> list[str]:
+    """The choices a user has voted."""
+    with db.session() as session:
+        voter = user_id(db, username)
+        found = session.scalars(select(Vote.choice).where(Vote.rater_id == voter))
+        return [choice.value for choice in found]
+
+
+def vote_and_see_results(page: Page, db: Database, campaign_id: int, model: str) -> None:
+    """Back in the Arena the campaign is ready: vote Left and see it counted for that model."""
+    arena = open_tab(page, "Arena")
+    (row,) = table_rows(arena, "Campaigns", 1)
+    assert row[:4] == [str(campaign_id), "browser campaign", "ready", f"base, {model}"]
+    vote(page, arena, campaign_id, "Left", "3-arena")
+    assert votes_of(db, "tess") == ["left"]
+    arena.get_by_role("button", name="Show results").click()
+    expect(arena.get_by_text("1 counted votes")).to_be_visible()
+    with db.session() as session:
+        query = select(Comparison.left_model).where(Comparison.campaign_id == campaign_id)
+        chosen = session.scalars(query).one()
+    wins = {row[0]: int(row[1]) for row in table_rows(arena, WIN_RATES, 2)}
+    assert wins == {"base": int(chosen == "base"), model: int(chosen == model)}
+    screenshot(page, "3-arena-results")
+
+
+def test_a_trainer_and_a_rater_use_every_tab(
+    served: Served, browser: Browser, tmp_path: Path
+) -> None:
+    page = new_page(browser)
+    sign_in(page, served.url, "tess", "/studio/")
+    preview_reward_shift(page)
+    job_id = queue_tiny_demo(page, served.db)
+    checkpoint = final_checkpoint(served.db, job_id)
+    assert checkpoint is not None and checkpoint.step == 2
+    campaign_id = create_campaign(page, checkpoint.id)
+    download_checkpoint(browser, page, served, checkpoint, tmp_path)
+
+    wait_until(lambda: campaign_ready(served.db, campaign_id), "the campaign's pairs")
+    vote_and_see_results(page, served.db, campaign_id, f"checkpoint:{checkpoint.id}")
+
+    rater = new_page(browser)
+    sign_in(rater, served.url, "rory", "/rate/")
+    vote(rater, rater, campaign_id, "Right", "5-rate")
+    assert votes_of(served.db, "rory") == ["right"]
