@@ -14,7 +14,7 @@ from app.models import Campaign, CampaignState, Role, SampleImage, User
 from app.storage import resolve
 from app.web import results
 from app.web.context import Studio
-from app.web.ui.common import caller, friendly, ident, lines, text
+from app.web.ui.common import Refresh, caller, friendly, ident, lines, text
 from app.web.ui.lab import model_choices
 from worker.tasks import PAIRS_TASK
 
@@ -59,7 +59,7 @@ def _image(studio: Studio, session, image_id: int) -> Image.Image:
     return rgb.resize((rgb.width * 4, rgb.height * 4), Image.NEAREST)
 
 
-def build_voting(studio: Studio, role: Role):
+def build_voting(studio: Studio, role: Role) -> Refresh:
     """Blind pair voting; returns (refresh function, its outputs) for the page load."""
     pair_id = gr.State(None)
     with gr.Row():
@@ -134,7 +134,7 @@ def build_voting(studio: Studio, role: Role):
     return refresh, [campaign]
 
 
-def build(studio: Studio):
+def build(studio: Studio) -> Refresh:
     """The studio's Arena tab: create campaigns, vote, see results, export."""
     with gr.Accordion("New campaign", open=True):
         with gr.Row():

@@ -10,7 +10,7 @@ from app.models import Job, Role
 from app.storage import resolve
 from app.web import cards, queries, results
 from app.web.context import Studio
-from app.web.ui.common import caller, friendly, ident
+from app.web.ui.common import Refresh, caller, friendly, ident
 
 EVAL_PROMPTS = 16
 JUDGED = ("prompt_fidelity", "judged_positive_rate", "judged_negative_rate")
@@ -45,7 +45,7 @@ def checkpoint_table(studio: Studio) -> pd.DataFrame:
     return pd.DataFrame(table)
 
 
-def build(studio: Studio):
+def build(studio: Studio) -> Refresh:
     """Add the Checkpoints tab's components and events to the current Blocks."""
     table = gr.Dataframe(label="Checkpoints", interactive=False, wrap=True)
     with gr.Row():

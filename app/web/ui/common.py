@@ -13,6 +13,9 @@ from app.models import Role
 from app.web.auth import Principal
 from app.web.context import Studio
 
+# What a tab returns: a function that re-reads its lists, and the components it fills.
+Refresh = tuple[Callable[..., Any], list[gr.components.Component]]
+
 log = logging.getLogger("srpo.studio")
 INTERNAL = "Something went wrong on the server; it is logged there. Please try again."
 

@@ -12,7 +12,7 @@ from app.models import RewardPreset, Role
 from app.storage import resolve
 from app.web import queries
 from app.web.context import Studio
-from app.web.ui.common import caller, friendly, text, words
+from app.web.ui.common import Refresh, caller, friendly, text, words
 
 MAX_SEEDS = 16
 
@@ -63,7 +63,7 @@ def _parse_model(model: str) -> str:
     return model
 
 
-def build(studio: Studio) -> None:
+def build(studio: Studio) -> Refresh:
     """Add the Reward Lab's components and events to the current Blocks."""
     pixels = gr.State(None)
     with gr.Row():

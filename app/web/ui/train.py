@@ -14,7 +14,17 @@ from app.errors import BrokerUnavailable, StudioError
 from app.models import RewardPreset, Role, User
 from app.web import queries
 from app.web.context import Studio
-from app.web.ui.common import caller, friendly, ident, lines, read_text_upload, seconds, text, words
+from app.web.ui.common import (
+    Refresh,
+    caller,
+    friendly,
+    ident,
+    lines,
+    read_text_upload,
+    seconds,
+    text,
+    words,
+)
 
 QUICK = ("steps", "batch_size", "rollout_steps", "checkpoint_every", "sample_every")
 
@@ -100,7 +110,7 @@ def progress_html(row: dict[str, Any]) -> str:
     )
 
 
-def build(studio: Studio):
+def build(studio: Studio) -> Refresh:
     """Add the Train tab's components and events to the current Blocks."""
     from srpo.config import PRESETS
 
