@@ -34,6 +34,7 @@ from app.models import (
     SampleImage,
     Vote,
 )
+from app.storage import resolve
 from app.web.factory import create_app
 from tests.web_support import PASSWORD, add_account, serve, user_id, web_settings
 from worker.embedded import EmbeddedWorker
@@ -55,10 +56,11 @@ WIN_RATES = "Win rates (Wilson 95% intervals, ties count half)"
 
 @dataclass(frozen=True)
 class Served:
-    """A running studio: its URL and database."""
+    """A running studio: its URL, database and storage root."""
 
     url: str
     db: Database
+    storage: Path
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +75,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     add_account(db, "tess", Role.TRAINER)
     add_account(db, "rory", Role.RATER)
     with EmbeddedWorker(settings), serve(app) as url:
-        yield Served(url, db)
+        yield Served(url, db, settings.storage)
 
 
 @pytest.fixture(scope="module")
@@ -158,7 +160,7 @@ def preview_reward_shift(page: Page) -> None:
     screenshot(page, "1-reward-lab")
 
 
-def queue_tiny_demo(page: Page, db: Database) -> int:
+def queue_tiny_demo(page: Page, served: Served) -> int:
     """Queue the tiny demo at a few steps from the Train tab; wait until it succeeds."""
     tab = open_tab(page, "Train")
     tab.get_by_label("Job name").fill("browser demo")
@@ -178,31 +180,48 @@ def queue_tiny_demo(page: Page, db: Database) -> int:
     assert row[1:3] == ["browser demo", "succeeded"]
     assert row[4:6] == ["100%", "2/2"]
     expect(tab.get_by_label("Job log")).to_have_value(re.compile("succeeded at step 2"))
-    with db.session() as session:
+    with served.db.session() as session:
         job = session.get(Job, job_id)
         assert (job.state, job.step, job.error) == (JobState.SUCCEEDED, 2, None)
-    fixed_seed_samples(tab, db, job_id, QUICK_FIELDS["steps"])
+    fixed_seed_samples(tab, served, job_id, QUICK_FIELDS["steps"])
     screenshot(page, "2-train")
     return job_id
 
 
-def fixed_seed_samples(tab: Locator, db: Database, job_id: int, step: int) -> None:
-    """Click the end of the sample step slider: the job's fixed-seed samples at ``step`` appear."""
+def fixed_seed_samples(tab: Locator, served: Served, job_id: int, step: int) -> None:
+    """The grid follows the job on its own to its newest samples (at ``step``); the start of
+    the slider shows the base model's (step 0)."""
     slider = tab.get_by_role("slider")
     expect(slider).to_have_attribute("max", str(step))
+    expect(slider).to_have_value(str(step))
+    gallery = tab.locator(".block", has=tab.page.get_by_text("Fixed-seed samples", exact=True))
+    shows_samples(gallery, served, job_id, step)
     box = slider.bounding_box()
-    slider.click(position={"x": box["width"] - 1, "y": box["height"] / 2})
-    with db.session() as session:
+    slider.click(position={"x": 1, "y": box["height"] / 2})
+    expect(slider).to_have_value("0")
+    shows_samples(gallery, served, job_id, 0)
+
+
+def shows_samples(gallery: Locator, served: Served, job_id: int, step: int) -> None:
+    """The gallery shows exactly the job's stored samples at ``step``, byte for byte, captioned."""
+    with served.db.session() as session:
         stored = session.scalars(
             select(SampleImage)
             .where(SampleImage.job_id == job_id, SampleImage.step == step)
             .order_by(SampleImage.path)
         ).all()
-        captions = [f"{s.prompt} · seed {s.seed}" for s in stored]
-    assert captions
-    gallery = tab.locator(".block", has=tab.page.get_by_text("Fixed-seed samples", exact=True))
-    expect(gallery.locator("img")).to_have_count(len(captions))
-    expect(gallery).to_contain_text(captions[0])
+    assert stored
+    images = gallery.locator("img")
+    expect(images).to_have_count(len(stored))
+    for index, sample in enumerate(stored):
+        expect(images.nth(index)).to_have_attribute("alt", f"{sample.prompt} · seed {sample.seed}")
+    files = [resolve(served.storage, sample.path).read_bytes() for sample in stored]
+
+    def shown() -> list[bytes]:
+        sources = [images.nth(index).get_attribute("src") for index in range(len(stored))]
+        return [gallery.page.request.get(source).body() for source in sources]
+
+    wait_until(lambda: shown() == files, f"the samples of step {step} in the gallery")
 
 
 def final_checkpoint(db: Database, job_id: int) -> Checkpoint | None:
@@ -321,7 +340,7 @@ def test_a_trainer_and_a_rater_use_every_tab(
     page = new_page(browser)
     sign_in(page, served.url, "tess", "/studio/")
     preview_reward_shift(page)
-    job_id = queue_tiny_demo(page, served.db)
+    job_id = queue_tiny_demo(page, served)
     checkpoint = final_checkpoint(served.db, job_id)
     assert checkpoint is not None and checkpoint.step == 2
     campaign_id = create_campaign(page, checkpoint.id)

@@ -115,8 +115,11 @@ def test_two_gloo_processes_match_one_process_with_the_global_batch(smoke_world,
     ddp = load_file(str(latest_checkpoint(out).path / LORA_FILE))
     reference = one_process_on_the_global_batch(cfg)
     assert ddp.keys() == reference.keys()
+    # AdamW divides each gradient element by its own scale, so float summation-order noise in
+    # near-zero elements reaches about lr * 1e-3 per step (measured up to 1.1e-5 here); a wrong
+    # split of the batch or of the noise moves a weight by about lr (1e-2) per step.
     moved = 0
     for key, value in reference.items():
-        assert torch.allclose(ddp[key], value, atol=1e-5), key
-        moved += int("lora_B" in key and value.abs().max() > 1e-4)
+        assert torch.allclose(ddp[key], value, atol=1e-4), key
+        moved += int("lora_B" in key and value.abs().max() > 1e-2)
     assert moved, "training did not move the LoRA weights; the comparison would be vacuous"

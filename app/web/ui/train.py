@@ -152,12 +152,13 @@ def build(studio: Studio) -> Refresh:
                 cancel = gr.Button("Cancel job", variant="stop")
             progress = gr.HTML()
             with gr.Row():
-                reward_plot = gr.LinePlot(x="step", y="reward", label="Reward (mean)")
-                loss_plot = gr.LinePlot(x="step", y="loss", label="Loss")
+                reward_plot = gr.LinePlot(x="step", y="reward", label="Reward (mean)", height=220)
+                loss_plot = gr.LinePlot(x="step", y="loss", label="Loss", height=220)
             step = gr.Slider(0, 1, value=0, step=1, label="Sample step (0 = base model)")
             grid = gr.Gallery(label="Fixed-seed samples", columns=4, height="auto")
             log_box = gr.Textbox(label="Job log", lines=10, max_lines=20, autoscroll=True)
     timer = gr.Timer(2.0)
+    seen = gr.State(None)
     form = [advanced, positive, negative, prompts, *quick]
 
     @friendly
@@ -237,27 +238,45 @@ def build(studio: Studio) -> Refresh:
 
     submit.click(run_submit, [name, *form], [submit_status, table, job], api_name="train_submit")
 
-    @friendly
-    def show_job(job_id, request: gr.Request):
-        caller(studio, request, Role.TRAINER)
+    def samples(session, job_id: int, at: int) -> list[tuple[str, str]]:
+        return [
+            (str(path), label)
+            for path, label in queries.samples_at(session, studio.settings, job_id, at)
+        ]
+
+    def job_view(job_id, known: list[int] | None) -> tuple:
+        """The job's progress, plots, slider and log; when its sample steps changed since
+        ``known``, the slider moves to the newest step and the grid shows its samples."""
         if job_id is None:
-            return "", None, None, gr.update(), ""
+            return "", None, None, gr.update(), "", [], None
         with studio.db.session() as session:
             row = queries.job_row(session, jobs.get(session, ident(job_id, "job")))
             points = queries.metrics(session, ident(job_id, "job"))
             steps = queries.sample_steps(session, ident(job_id, "job"))
             log = queries.job_log(session, studio.settings, ident(job_id, "job"))
-        frame = pd.DataFrame(points or [], columns=["step", "loss", "reward_mean", "reward_std"])
+            fresh = steps != known
+            grid_now = samples(session, ident(job_id, "job"), steps[-1]) if fresh and steps else []
+        columns = {
+            "step": "int64",
+            "loss": "float64",
+            "reward_mean": "float64",
+            "reward_std": "float64",
+        }
+        frame = pd.DataFrame(points or [], columns=list(columns)).astype(columns)
         rewards = frame.rename(columns={"reward_mean": "reward"})[["step", "reward"]]
-        slider = gr.update(
-            minimum=0,
-            maximum=max([*steps, 1]),
-            step=_spacing(steps),
-        )
-        return progress_html(row), rewards, frame[["step", "loss"]], slider, log
+        slider = gr.update(minimum=0, maximum=max([*steps, 1]), step=_spacing(steps))
+        if fresh:
+            slider["value"] = steps[-1] if steps else 0
+        shown = grid_now if fresh else gr.update()
+        return progress_html(row), rewards, frame[["step", "loss"]], slider, log, shown, steps
 
-    job_view = [progress, reward_plot, loss_plot, step, log_box]
-    job.change(show_job, [job], job_view, api_name="train_job")
+    @friendly
+    def show_job(job_id, request: gr.Request):
+        caller(studio, request, Role.TRAINER)
+        return job_view(job_id, None)
+
+    job_outputs = [progress, reward_plot, loss_plot, step, log_box, grid, seen]
+    job.change(show_job, [job], job_outputs, api_name="train_job")
 
     @friendly
     def show_samples(job_id, at, request: gr.Request):
@@ -269,15 +288,9 @@ def build(studio: Studio) -> Refresh:
             if not steps:
                 return []
             nearest = min(steps, key=lambda s: abs(s - int(at or 0)))
-            return [
-                (str(path), label)
-                for path, label in queries.samples_at(
-                    session, studio.settings, ident(job_id, "job"), nearest
-                )
-            ]
+            return samples(session, ident(job_id, "job"), nearest)
 
     step.release(show_samples, [job, step], [grid], api_name="train_samples")
-    job.change(show_samples, [job, step], [grid])
 
     @friendly
     def run_cancel(job_id, request: gr.Request):
@@ -290,11 +303,11 @@ def build(studio: Studio) -> Refresh:
 
     cancel.click(run_cancel, [job], [table], api_name="train_cancel")
 
-    def tick(job_id, request: gr.Request):
+    def tick(job_id, known, request: gr.Request):
         caller(studio, request, Role.TRAINER)
-        return (job_table(studio), *show_job(job_id, request))
+        return (job_table(studio), *job_view(job_id, known))
 
-    timer.tick(tick, [job], [table, *job_view], show_progress="hidden")
+    timer.tick(tick, [job, seen], [table, *job_outputs], show_progress="hidden")
 
     def refresh(request: gr.Request):
         caller(studio, request, Role.TRAINER)
