@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import func, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -23,6 +24,7 @@ CRITERIA = ("realism", "aesthetics", "text_alignment", "overall")
 MAX_PROMPTS = 500
 MAX_PROMPT_CHARS = 1000
 MAX_SEEDS = 64
+_INSERTS = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
 
 
 def pair_key(a: str, b: str) -> str:
@@ -98,30 +100,44 @@ def mark_campaign(
 
 
 def cast_vote(
-    session: Session, rater: User, comparison_id: int, criterion: str, choice: Choice | str
-) -> Vote:
-    """Store one vote; a second vote on the same pair and criterion is refused, not replaced."""
-    if not rater.active:
-        raise Forbidden("this account is disabled")
+    session: Session, rater_id: int, comparison_id: int, criterion: str, choice: Choice | str
+) -> int:
+    """Store one vote and return its id; a second vote on the same pair and criterion is
+    refused, not replaced.
+
+    Two statements, as votes come in bursts: one read of the rater, pair and campaign together,
+    and one insert that stores nothing when the vote exists already.
+    """
     try:
         choice = Choice(choice)
     except ValueError:
         raise StudioError(f"choice: one of {', '.join(c.value for c in Choice)}") from None
-    comparison = session.get(Comparison, comparison_id)
-    if comparison is None:
+    found = session.execute(
+        select(User.active, Campaign.name, Campaign.state, Campaign.criteria)
+        .select_from(Comparison)
+        .join(Campaign, Campaign.id == Comparison.campaign_id)
+        .join(User, User.id == rater_id)
+        .where(Comparison.id == comparison_id)
+    ).one_or_none()
+    if found is None:
         raise NotFound(f"pair {comparison_id} not found")
-    campaign = comparison.campaign
-    if campaign.state != CampaignState.READY:
-        raise Conflict(f"campaign {campaign.name!r} is not open for votes")
-    if criterion not in campaign.criteria:
-        raise StudioError(f"criterion: one of {', '.join(campaign.criteria)}")
-    vote = Vote(comparison_id=comparison_id, rater_id=rater.id, criterion=criterion, choice=choice)
-    try:
-        with session.begin_nested():
-            session.add(vote)
-    except IntegrityError:
-        raise Conflict(f"you already voted on pair {comparison_id} for {criterion}") from None
-    return vote
+    active, name, state, criteria = found
+    if not active:
+        raise Forbidden("this account is disabled")
+    if state != CampaignState.READY:
+        raise Conflict(f"campaign {name!r} is not open for votes")
+    if criterion not in criteria:
+        raise StudioError(f"criterion: one of {', '.join(criteria)}")
+    insert = _INSERTS[session.get_bind().dialect.name]
+    stored = session.scalar(
+        insert(Vote)
+        .values(comparison_id=comparison_id, rater_id=rater_id, criterion=criterion, choice=choice)
+        .on_conflict_do_nothing()
+        .returning(Vote.id)
+    )
+    if stored is None:
+        raise Conflict(f"you already voted on pair {comparison_id} for {criterion}")
+    return stored
 
 
 def next_pair(session: Session, campaign_id: int, rater: User, criterion: str) -> Comparison | None:

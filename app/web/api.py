@@ -294,10 +294,7 @@ def pair_image(
 @router.post("/votes", status_code=201, summary="one vote (a second on the same pair is refused)")
 def vote(body: VoteIn, who: Rater, state: State) -> dict[str, Any]:
     def store(session) -> int:
-        rater = session.get(User, who.id)
-        cast = arena.cast_vote(session, rater, body.comparison_id, body.criterion, body.choice)
-        session.flush()
-        return cast.id
+        return arena.cast_vote(session, who.id, body.comparison_id, body.criterion, body.choice)
 
     return {"id": state.db.write(store), "choice": Choice(body.choice).value}
 

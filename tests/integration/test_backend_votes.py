@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import func, select
 
 from app import arena
-from app.errors import Conflict, NotFound, StudioError
+from app.errors import Conflict, Forbidden, NotFound, StudioError
 from app.models import Campaign, CampaignState, Comparison, Role, SampleImage, User, Vote
 from app.startup import prepare
 from app.users import hash_password
@@ -89,7 +89,7 @@ def test_1000_votes_from_50_concurrent_raters(tmp_path, postgres_url) -> None:
                 try:
                     db.write(
                         lambda s, p=pair_id, c=choices[(n + rater_id) % 5]: arena.cast_vote(
-                            s, s.get(User, rater_id), p, "overall", c
+                            s, rater_id, p, "overall", c
                         )
                     )
                     outcomes["stored"] += 1
@@ -129,7 +129,7 @@ def test_bad_votes_are_refused_with_a_reason(tmp_path, postgres_url) -> None:
     rater_id, (campaign_id, (pair_id,)) = db.write(setup)
 
     def vote(pair: int, criterion: str, choice: str):
-        return lambda s: arena.cast_vote(s, s.get(User, rater_id), pair, criterion, choice)
+        return lambda s: arena.cast_vote(s, rater_id, pair, criterion, choice)
 
     with pytest.raises(StudioError, match="choice: one of left, right"):
         db.write(vote(pair_id, "overall", "up"))
@@ -145,6 +145,11 @@ def test_bad_votes_are_refused_with_a_reason(tmp_path, postgres_url) -> None:
         assert [(v.criterion, v.choice.value) for v in stored] == [("realism", "tie")]
         session.get(Campaign, campaign_id).state = CampaignState.PENDING
     with pytest.raises(Conflict, match="not open"):
+        db.write(vote(pair_id, "overall", "left"))
+    with db.session() as session:
+        session.get(Campaign, campaign_id).state = CampaignState.READY
+        session.get(User, rater_id).active = False
+    with pytest.raises(Forbidden, match="disabled"):
         db.write(vote(pair_id, "overall", "left"))
     with db.session() as session:
         count = session.scalar(select(func.count()).where(Vote.comparison_id == pair_id))

@@ -154,10 +154,9 @@ def test_a_campaign_renders_blind_pairs_and_takes_one_vote_each(embedded, finish
             left = session.get(SampleImage, pair.left_image_id)
             assert left.model == pair.left_model and left.seed == pair.seed
             assert storage.resolve(settings.storage, left.path).is_file()
-    from app.models import User
 
     def vote(session):
-        return arena.cast_vote(session, session.get(User, rater_id), pairs[0].id, "overall", "left")
+        return arena.cast_vote(session, rater_id, pairs[0].id, "overall", "left")
 
     db.write(vote)
     with pytest.raises(Conflict, match="already voted"):

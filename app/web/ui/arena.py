@@ -111,10 +111,8 @@ def build_voting(studio: Studio, role: Role) -> Refresh:
             if current is None:
                 raise StudioError("no pair on screen: press Next pair")
 
-            def store(session) -> None:
-                arena.cast_vote(
-                    session, session.get(User, who.id), ident(current, "pair"), chosen, choice
-                )
+            def store(session) -> int:
+                return arena.cast_vote(session, who.id, ident(current, "pair"), chosen, choice)
 
             studio.db.write(store)
             return next_pair(campaign_id, chosen, request)
