@@ -153,18 +153,21 @@ def test_reward_lab_scores_uploads_and_refuses_bad_ones(served):
     client, folder = served["studio"], served["folder"]
     good = folder / "good.png"
     good.write_bytes(png())
-    result = client.predict(
-        "a red circle",
-        "photo",
-        "painting",
-        0.0,
-        "uploads",
-        "base",
-        "",
-        [handle_file(str(good))],
-        api_name="/lab_preview",
-    )
-    assert len(result[1]["data"]) == 1
+
+    def preview(upload):
+        return client.predict(
+            "a red circle",
+            "photo",
+            "painting",
+            0.0,
+            "uploads",
+            "base",
+            "",
+            [handle_file(str(upload))],
+            api_name="/lab_preview",
+        )
+
+    assert len(preview(good)[1]["data"]) == 1
     not_image = folder / "not-image.png"
     not_image.write_text("hello, I am text")
     bomb = folder / "bomb.png"
@@ -177,17 +180,7 @@ def test_reward_lab_scores_uploads_and_refuses_bad_ones(served):
         (big, "too large|larger|exceeds|size"),
     ):
         with pytest.raises((AppError, ValueError, httpx.HTTPError), match=message):
-            client.predict(
-                "a red circle",
-                "photo",
-                "painting",
-                0.0,
-                "uploads",
-                "base",
-                "",
-                [handle_file(str(path))],
-                api_name="/lab_preview",
-            )
+            preview(path)
 
 
 def test_train_form_validates_queues_and_refuses_bad_prompt_files(served):
