@@ -27,6 +27,12 @@ from app.web.ui.common import (
 )
 
 QUICK = ("steps", "batch_size", "rollout_steps", "checkpoint_every", "sample_every")
+METRIC_TYPES = {
+    "step": "int64",
+    "loss": "float64",
+    "reward_mean": "float64",
+    "reward_std": "float64",
+}
 
 
 def preset_config(name: str) -> dict[str, Any]:
@@ -249,25 +255,20 @@ def build(studio: Studio) -> Refresh:
         ``known``, the slider moves to the newest step and the grid shows its samples."""
         if job_id is None:
             return "", None, None, gr.update(), "", [], None
+        number = ident(job_id, "job")
         with studio.db.session() as session:
-            row = queries.job_row(session, jobs.get(session, ident(job_id, "job")))
-            points = queries.metrics(session, ident(job_id, "job"))
-            steps = queries.sample_steps(session, ident(job_id, "job"))
-            log = queries.job_log(session, studio.settings, ident(job_id, "job"))
+            row = queries.job_row(session, jobs.get(session, number))
+            points = queries.metrics(session, number)
+            steps = queries.sample_steps(session, number)
+            log = queries.job_log(session, studio.settings, number)
             fresh = steps != known
-            grid_now = samples(session, ident(job_id, "job"), steps[-1]) if fresh and steps else []
-        columns = {
-            "step": "int64",
-            "loss": "float64",
-            "reward_mean": "float64",
-            "reward_std": "float64",
-        }
-        frame = pd.DataFrame(points or [], columns=list(columns)).astype(columns)
+            newest = samples(session, number, steps[-1]) if fresh and steps else []
+        frame = pd.DataFrame(points or [], columns=list(METRIC_TYPES)).astype(METRIC_TYPES)
         rewards = frame.rename(columns={"reward_mean": "reward"})[["step", "reward"]]
         slider = gr.update(minimum=0, maximum=max([*steps, 1]), step=_spacing(steps))
         if fresh:
             slider["value"] = steps[-1] if steps else 0
-        shown = grid_now if fresh else gr.update()
+        shown = newest if fresh else gr.update()
         return progress_html(row), rewards, frame[["step", "loss"]], slider, log, shown, steps
 
     @friendly
