@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import func, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -19,12 +18,12 @@ from app.models import (
     User,
     Vote,
 )
+from app.upsert import upsert
 
 CRITERIA = ("realism", "aesthetics", "text_alignment", "overall")
 MAX_PROMPTS = 500
 MAX_PROMPT_CHARS = 1000
 MAX_SEEDS = 64
-_INSERTS = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
 
 
 def pair_key(a: str, b: str) -> str:
@@ -128,13 +127,13 @@ def cast_vote(
         raise Conflict(f"campaign {name!r} is not open for votes")
     if criterion not in criteria:
         raise StudioError(f"criterion: one of {', '.join(criteria)}")
-    insert = _INSERTS[session.get_bind().dialect.name]
-    stored = session.scalar(
-        insert(Vote)
-        .values(comparison_id=comparison_id, rater_id=rater_id, criterion=criterion, choice=choice)
-        .on_conflict_do_nothing()
-        .returning(Vote.id)
-    )
+    values = {
+        "comparison_id": comparison_id,
+        "rater_id": rater_id,
+        "criterion": criterion,
+        "choice": choice,
+    }
+    stored = upsert(session, Vote, values, ("comparison_id", "rater_id", "criterion"))
     if stored is None:
         raise Conflict(f"you already voted on pair {comparison_id} for {criterion}")
     return stored

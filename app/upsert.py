@@ -15,8 +15,11 @@ def upsert(
     values: dict[str, Any],
     keys: Sequence[str],
     update: Sequence[str] = (),
-) -> None:
-    """Insert ``values``; on a conflict over ``keys`` update the ``update`` columns (or skip)."""
+) -> Any | None:
+    """Insert ``values``; on a conflict over ``keys`` update the ``update`` columns (or skip).
+
+    Returns the row's ``id`` when it was inserted or updated, None when a conflict skipped it.
+    """
     dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
     statement = dialect.insert(model).values(**values)
     if update:
@@ -25,4 +28,4 @@ def upsert(
         )
     else:
         statement = statement.on_conflict_do_nothing(index_elements=list(keys))
-    session.execute(statement)
+    return session.scalar(statement.returning(model.id))
