@@ -23,11 +23,14 @@ import open_clip
 import torch
 from diffusers import AutoencoderKL, FluxTransformer2DModel
 
-from srpo.config import preset
+from srpo.config import OFFICIAL_NEGATIVE_WORDS, OFFICIAL_POSITIVE_WORDS, preset
+from srpo.direct_align import DirectAlignUpdate
 from srpo.models.flux import FluxGenerator
 from srpo.offline import OfflinePool
+from srpo.precision import Precision
 from srpo.rewards.hps import HPSReward
-from srpo.train import DirectAlignUpdate, draw, prepare_trainable
+from srpo.train import draw, prepare_trainable
+from srpo.update import UpdateInputs
 
 FLUX_DEV_TRANSFORMER = {
     "patch_size": 1,
@@ -58,7 +61,7 @@ FLUX_VAE = {
 
 PROMPT = "a photo of a cat"
 # Every text the reward scores, cached up front: no tokenizer files are needed.
-TEXTS = [PROMPT, f"Realistic photo. {PROMPT}", f"CG Render. {PROMPT}"]
+TEXTS = [PROMPT] + [f"{w}. {PROMPT}" for w in OFFICIAL_POSITIVE_WORDS + OFFICIAL_NEGATIVE_WORDS]
 
 
 class RandomT5Prompts:
@@ -85,7 +88,12 @@ def build(args: argparse.Namespace, device: torch.device):
         vae = AutoencoderKL(**FLUX_VAE).to(torch.bfloat16)
         clip = open_clip.create_model(args.reward_arch, pretrained=None, load_weights=False)
     generator = FluxGenerator(
-        transformer, vae, RandomT5Prompts(args.text_length), (args.resolution,) * 2, 3.5
+        transformer,
+        vae,
+        RandomT5Prompts(args.text_length),
+        (args.resolution,) * 2,
+        3.5,
+        precision=Precision.of("bf16"),
     )
     reward = HPSReward(clip.to(device=device, dtype=torch.bfloat16), None, name="hps")
     reward._text_cache.update(
@@ -121,11 +129,12 @@ def main() -> None:
     torch.manual_seed(0)
     generator, reward = build(args, device)
     params = prepare_trainable(generator, config)
-    optimizer = torch.optim.AdamW(params, lr=config.optimizer.lr)
+    adamw = config.adamw()
+    optimizer = torch.optim.AdamW(params, lr=adamw["lr"])
     pool = None
     if args.offline:
         pool = OfflinePool(generator.noise(1, torch.Generator().manual_seed(0)).cpu(), [None])
-    update = DirectAlignUpdate(config, generator, reward, pool)
+    update = DirectAlignUpdate(UpdateInputs(config, generator, reward, pool))
     prompts = config.prompt_list()
     times = []
     if device.type == "cuda":
@@ -135,7 +144,7 @@ def main() -> None:
             torch.cuda.synchronize()
         began = time.perf_counter()
         update(step, draw(config, step, 0, 0, prompts), lambda loss: loss.backward())
-        torch.nn.utils.clip_grad_norm_(params, config.optimizer.grad_clip)
+        torch.nn.utils.clip_grad_norm_(params, adamw["grad_clip"])
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         if device.type == "cuda":

@@ -1,10 +1,11 @@
 """Training checkpoints: written atomically, verified by sha256, found again on resume.
 
 A checkpoint is a folder ``checkpoints/step-000010/`` holding the trained weights (LoRA in
-the diffusers format ``FluxPipeline.load_lora_weights`` reads, or the full transformer in
-the diffusers folder layout), the optimiser state, RNG states, the step and a manifest with
-the sha256 of every file. It is written as ``.step-000010.tmp`` and renamed when complete,
-so a crash during a save leaves the previous checkpoint intact.
+the diffusers format ``FluxPipeline.load_lora_weights`` reads, its ``LoraConfig`` with rank and
+alpha in the file's metadata so that diffusers loads it at the trained strength; or the full
+transformer in the diffusers folder layout), the optimiser state, RNG states, the step and a
+manifest with the sha256 of every file. It is written as ``.step-000010.tmp`` and renamed
+when complete, so a crash during a save leaves the previous checkpoint intact.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from srpo.files import sha256_file, write_json_atomic
 
 LORA_FILE = "pytorch_lora_weights.safetensors"
 MANIFEST = "manifest.json"
+ADAPTER = "default"  # peft's adapter name: add_adapter's and get_peft_model_state_dict's default
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,33 @@ def lora_state_dict(
     return {f"transformer.{k}": v for k, v in lora.items()}
 
 
+def lora_adapter_metadata(transformer: nn.Module) -> dict[str, Any]:
+    """The ``LoraConfig`` of the transformer's ``default`` adapter as a dict (rank, alpha, ...).
+
+    What diffusers' training scripts pass to ``save_lora_weights`` as
+    ``transformer_lora_adapter_metadata`` (``diffusers.training_utils._collate_lora_metadata``);
+    ``load_lora_weights`` builds its ``LoraConfig`` from it instead of guessing ``alpha = rank``.
+    """
+    return transformer.peft_config[ADAPTER].to_dict()
+
+
+def _save_lora(folder: Path, transformer: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """``state`` (``transformer.``-prefixed) and the adapter config, as diffusers saves them.
+
+    diffusers' ``save_lora_weights`` writes the config as JSON under the safetensors metadata
+    key ``lora_adapter_metadata``, each field prefixed ``transformer.``.
+    """
+    from diffusers.loaders import FluxLoraLoaderMixin
+
+    FluxLoraLoaderMixin.save_lora_weights(
+        folder,
+        transformer_lora_layers={k.removeprefix("transformer."): v for k, v in state.items()},
+        weight_name=LORA_FILE,
+        safe_serialization=True,
+        transformer_lora_adapter_metadata=lora_adapter_metadata(transformer),
+    )
+
+
 def save_checkpoint(
     root: Path,
     step: int,
@@ -80,8 +109,6 @@ def save_checkpoint(
     ``state_dict``: the transformer's full state gathered from all ranks (FSDP); by default the
     module's own.
     """
-    from safetensors.torch import save_file
-
     parent = Path(root) / "checkpoints"
     parent.mkdir(parents=True, exist_ok=True)
     final = parent / f"step-{step:06d}"
@@ -91,7 +118,7 @@ def save_checkpoint(
     if lora:
         lora_state = lora_state_dict(transformer, state_dict)
         state = {k: v.detach().contiguous().cpu() for k, v in lora_state.items()}
-        save_file(state, str(tmp / LORA_FILE), metadata={"format": "pt"})
+        _save_lora(tmp, transformer, state)
     else:
         transformer.save_pretrained(
             tmp / "transformer", safe_serialization=True, state_dict=state_dict

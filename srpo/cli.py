@@ -53,6 +53,24 @@ def _bench_methods(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_precision(args: argparse.Namespace) -> int:
+    from srpo.benchmarks.precision import bench_precision
+
+    result = bench_precision(steps=args.steps, lr=args.lr)
+    print(json.dumps(result, indent=None if args.json else 2))
+    return 0
+
+
+def _explain(args: argparse.Namespace) -> int:
+    from srpo.config import PRESETS, load_config, preset
+    from srpo.explain import explain, explain_markdown
+
+    config = preset(args.config) if args.config in PRESETS else load_config(args.config)
+    summary = explain(config, processes=args.processes)
+    print(json.dumps(summary, indent=2) if args.json else explain_markdown(summary))
+    return 0
+
+
 def _tiny_train(args: argparse.Namespace) -> int:
     from srpo.tiny_world.training import train_and_gate
 
@@ -80,15 +98,15 @@ def _sample(args: argparse.Namespace) -> int:
 
     seeds = parse_seeds(args.seeds)
     if args.checkpoint:
-        from srpo.evaluate import load_finetuned
+        from srpo.models import load_finetuned
 
         generator, config = load_finetuned(args.checkpoint)
         defaults = {"steps": config.rollout_steps, "shift": config.shift}
     else:
-        from srpo.models import load_generator
+        from srpo.models import load_generator, sampling_defaults
 
         generator = load_generator(args.model, args.path)
-        defaults = _sampling_defaults(args.model, args.path)
+        defaults = sampling_defaults(args.model, args.path)
     steps = args.steps or int(defaults["steps"])
     shift = args.shift if args.shift is not None else defaults["shift"]
     images = sample_images(generator, [args.prompt] * len(seeds), seeds, steps, shift)
@@ -98,15 +116,6 @@ def _sample(args: argparse.Namespace) -> int:
     grid.save(out)
     print(f"wrote {out} ({len(seeds)} images, {steps} steps)")
     return 0
-
-
-def _sampling_defaults(model: str, path: str | None) -> dict[str, float]:
-    if model == "tiny":
-        from srpo.models.tiny import sampling_defaults
-        from srpo.tiny_world.weights import WEIGHTS_DIR
-
-        return sampling_defaults(path or WEIGHTS_DIR)
-    return {"steps": 28, "shift": 3.0}
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -174,6 +183,21 @@ def build_parser() -> argparse.ArgumentParser:
     methods.add_argument("--target-points", type=float, default=30.0, help="over the base rate")
     methods.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     methods.set_defaults(run=_bench_methods)
+    precision = benches.add_parser(
+        "precision", help="the bf16 policy against fp32: weight updates and x0 recovery"
+    )
+    precision.add_argument("--json", action="store_true", help="print one JSON object")
+    precision.add_argument("--steps", type=int, default=20, help="AdamW steps per run")
+    precision.add_argument("--lr", type=float, default=5e-6)
+    precision.set_defaults(run=_bench_precision)
+
+    explain = commands.add_parser(
+        "explain", help="what a config or preset will do, before any GPU time is spent"
+    )
+    explain.add_argument("config", help="a YAML config file or a preset name")
+    explain.add_argument("--processes", type=int, default=1, help="ranks the run will use")
+    explain.add_argument("--json", action="store_true", help="print one JSON object")
+    explain.set_defaults(run=_explain)
 
     tiny = commands.add_parser("tiny-world", help="train or gate the embedded tiny world")
     tiny_commands = tiny.add_subparsers(dest="tiny", required=True)

@@ -1,53 +1,52 @@
 """The validated training configuration (pydantic), read from and written to YAML.
 
-Every field names its allowed range; errors say which field is wrong and why. Presets give
-the paper's FLUX.1-dev recipe (method.md) and the tiny-world demo.
+Top-level fields say what to train, on what, and how the loop runs; one section per method
+holds that method's own settings (trl-style): ``direct_align`` (Direct-Align and SRPO), then
+``refl``, ``draft`` and ``grpo``, each defined beside its update. Every field names its
+allowed range; errors say which field is wrong and why. Presets give the paper's FLUX.1-dev
+recipe (method.md) and the tiny-world demo; :func:`preset` deep-merges overrides into one.
 """
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
-from srpo.direct_align import check_sigma_range
+from srpo.baselines import DRaFTConfig, GRPOConfig, ReFLConfig
+from srpo.direct_align import DirectAlignConfig
+from srpo.methods import METHODS
+from srpo.precision import Precision
+from srpo.section import Section
 
 Method = Literal["srpo", "direct_align", "refl", "draft", "grpo"]
-Unit = Annotated[float, Field(ge=0.0, le=1.0)]
 
 
 class ConfigError(ValueError):
     """An invalid training configuration; the message names every bad field."""
 
 
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+class Optimizer(Section):
+    """AdamW settings; ``None`` takes the method's authors' default (:mod:`srpo.methods`).
 
+    SRPO's (paper): lr 5e-6, weight decay 1e-4, grad clip 0.1, constant lr.
+    """
 
-class Discount(Strict):
-    """``k(s)`` from the clean end (sigma 0) to the noisy end (sigma 1)."""
-
-    clean: float = Field(ge=0.0, le=10.0)
-    noisy: float = Field(ge=0.0, le=10.0)
-
-
-class Optimizer(Strict):
-    """AdamW settings (paper: lr 5e-6, weight decay 1e-4, grad clip 0.1, constant lr)."""
-
-    lr: float = Field(5e-6, gt=0.0, le=1.0)
-    weight_decay: float = Field(1e-4, ge=0.0, le=1.0)
+    lr: float | None = Field(None, gt=0.0, le=1.0)
+    weight_decay: float | None = Field(None, ge=0.0, le=1.0)
     betas: tuple[
         Annotated[float, Field(ge=0.0, lt=1.0)], Annotated[float, Field(ge=0.0, lt=1.0)]
     ] = (
         0.9,
         0.999,
     )
-    grad_clip: float = Field(0.1, gt=0.0, le=1000.0)
+    grad_clip: float | None = Field(None, gt=0.0, le=1000.0)
 
 
-class LoRA(Strict):
+class LoRA(Section):
     """Low-rank adapters on the transformer's attention projections."""
 
     rank: int = Field(16, ge=1, le=1024)
@@ -57,59 +56,16 @@ class LoRA(Strict):
     )
 
 
-class Baselines(Strict):
-    """Settings of the comparison methods, at their authors' defaults.
+class TrainConfig(Section):
+    """Everything one fine-tune needs; ``steps`` counts optimiser updates.
 
-    A ``*_steps`` of None means the trainer's ``rollout_steps``; every method samples with the
-    trainer's ``shift`` (3 in the FLUX presets, DanceGRPO's ``--shift 3``).
+    ``train_guidance`` is the guidance embedding of the forwards that carry gradient (and of
+    the baselines' whole chains); ``rollout_guidance`` that of Direct-Align's clean-latent
+    rollout (official: 1 with HPS, 2 with PickScore, training at 3.5), ``None`` = the same.
+    ``reward_prefix`` makes the absolute-reward methods score ``r("<prefix>. p")`` instead of
+    the raw prompt. An offline image without a caption trains on the empty prompt, unless
+    ``offline_captions`` is ``required``.
     """
-
-    # ReFL (THUDM/ImageReward, ImageReward/ReFL.py): set_timesteps(40), stop step
-    # random.randint(30, 39), i.e. the last quarter; loss relu(2 - r) * grad_scale 1e-3.
-    refl_steps: int | None = Field(40, ge=2, le=1000)
-    refl_stop_fraction: tuple[Unit, Unit] = (0.75, 1.0)
-    refl_threshold: float = Field(2.0, ge=-100.0, le=100.0)
-    refl_grad_scale: float = Field(1e-3, gt=0.0, le=1.0)
-    # DRaFT (Clark et al. 2023, arXiv 2309.17400): 50 sampling steps, DRaFT-LV = K 1 with
-    # n = 2 extra noise-and-denoise copies of the last step; set draft_lv_samples 0 for DRaFT-K.
-    draft_steps: int | None = Field(50, ge=1, le=1000)
-    draft_k: int = Field(1, ge=1, le=50)
-    draft_lv_samples: int = Field(2, ge=0, le=16)
-    # DanceGRPO (XueZeyue/DanceGRPO, scripts/finetune/finetune_flux_grpo.sh with
-    # fastvideo/train_grpo_flux.py): --sampling_steps 16 --eta 0.3 --num_generations 12
-    # --timestep_fraction 0.6 --clip_range 1e-4 --adv_clip_max 5.0 --init_same_noise
-    # --gradient_accumulation_steps 4 (samples per optimizer step, train_batch_size 1).
-    grpo_steps: int | None = Field(16, ge=2, le=1000)
-    grpo_group_size: int = Field(12, ge=2, le=64)
-    grpo_eta: float = Field(0.3, gt=0.0, le=2.0)
-    grpo_timestep_fraction: float = Field(0.6, gt=0.0, le=1.0)
-    grpo_clip: float = Field(1e-4, gt=0.0, le=1.0)
-    grpo_adv_clip: float = Field(5.0, gt=0.0, le=100.0)
-    grpo_init_same_noise: bool = True
-    grpo_samples_per_step: int = Field(4, ge=1, le=1024)
-
-    @model_validator(mode="after")
-    def _consistent(self) -> Baselines:
-        low, high = self.refl_stop_fraction
-        if not low < high:
-            raise ValueError(
-                f"refl_stop_fraction must be (low, high) with low < high, got {(low, high)}"
-            )
-        if self.refl_steps is not None:
-            from srpo.baselines.refl import refl_stop_range
-
-            refl_stop_range(self.refl_steps, (low, high))
-        if self.draft_lv_samples and self.draft_k != 1:
-            raise ValueError(
-                f"draft_lv_samples: DRaFT-LV is defined for draft_k 1, got draft_k {self.draft_k}"
-            )
-        if self.draft_steps is not None and self.draft_k > self.draft_steps:
-            raise ValueError(f"draft_k {self.draft_k} exceeds draft_steps {self.draft_steps}")
-        return self
-
-
-class TrainConfig(Strict):
-    """Everything one fine-tune needs; ``steps`` counts optimiser updates."""
 
     model: str = Field("tiny", min_length=1)
     model_path: str | None = None
@@ -122,29 +78,23 @@ class TrainConfig(Strict):
     positive_words: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=list)
     negative_words: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=list)
     word_mode: Literal["cycle", "sample"] = "cycle"
-
-    discount_denoise: Discount = Discount(clean=0.1, noisy=0.25)
-    discount_inversion: Discount = Discount(clean=0.3, noisy=0.01)
-    inversion: bool = True
-    sigma_range: tuple[Unit, Unit] = (0.75, 0.96)
-    sigma_sampling: Literal["sigma", "index"] = "sigma"
-    d: float = Field(0.022, gt=0.0, lt=0.5)
-    loss: Literal["negative", "hinge"] = "negative"
-    threshold: float = Field(0.0, ge=-100.0, le=100.0)
+    reward_prefix: str | None = Field(None, min_length=1)
 
     resolution: int = Field(64, ge=16, le=4096)
     rollout_steps: int = Field(25, ge=1, le=200)
     shift: float = Field(3.0, gt=0.0, le=20.0)
-    guidance: float = Field(3.5, ge=0.0, le=30.0)
+    train_guidance: float = Field(3.5, ge=0.0, le=30.0)
+    rollout_guidance: float | None = Field(None, ge=0.0, le=30.0)
     cfg_scale: float = Field(1.0, ge=1.0, le=30.0)
     offline_images: str | None = None
+    offline_captions: Literal["empty", "required"] = "empty"
 
+    precision: Literal["fp32", "bf16"] = "fp32"
     optimizer: Optimizer = Optimizer()
     batch_size: int = Field(1, ge=1, le=1024)
     gradient_accumulation: int = Field(1, ge=1, le=1024)
     steps: int = Field(20, ge=1, le=1_000_000)
     lora: LoRA | None = None
-    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
     gradient_checkpointing: bool = False
     seed: int = Field(0, ge=0, le=2**31 - 1)
 
@@ -153,7 +103,11 @@ class TrainConfig(Strict):
     eval_prompts: list[str] = Field(default_factory=list)
     eval_seeds: list[Annotated[int, Field(ge=0)]] = Field(default_factory=lambda: [0, 1, 2, 3])
     tensorboard: bool = False
-    baselines: Baselines = Baselines()
+
+    direct_align: DirectAlignConfig = DirectAlignConfig()
+    refl: ReFLConfig = ReFLConfig()
+    draft: DRaFTConfig = DRaFTConfig()
+    grpo: GRPOConfig = GRPOConfig()
 
     @model_validator(mode="after")
     def _consistent(self) -> TrainConfig:
@@ -161,22 +115,39 @@ class TrainConfig(Strict):
             raise ValueError("give exactly one of prompts (a list) or prompts_file (a path)")
         if self.prompts is not None and not self.prompts:
             raise ValueError("prompts: the list is empty")
-        check_sigma_range(tuple(self.sigma_range), self.d)
         if self.method == "srpo" and not (self.positive_words and self.negative_words):
             raise ValueError(
                 "method srpo needs positive_words and negative_words (at least one each)"
             )
-        if self.method == "direct_align" and self.inversion:
+        if self.method == "direct_align" and self.direct_align.inversion:
             raise ValueError(
-                "inversion: the inversion branch scores with swapped control words, so it "
-                "needs method srpo; set inversion: false for direct_align"
-            )
-        low, high = self.baselines.refl_stop_fraction
-        if low > high:
-            raise ValueError(
-                f"baselines.refl_stop_fraction must be (low, high) with low <= high, got {(low, high)}"
+                "direct_align.inversion: the inversion branch scores with swapped control "
+                "words, so it needs method srpo; set direct_align.inversion: false"
             )
         return self
+
+    @property
+    def effective_rollout_guidance(self) -> float:
+        """The rollout's guidance: ``rollout_guidance``, or ``train_guidance`` when unset."""
+        return self.train_guidance if self.rollout_guidance is None else self.rollout_guidance
+
+    @property
+    def precision_policy(self) -> Precision:
+        """The dtypes of every part of the run."""
+        return Precision.of(self.precision)
+
+    def adamw(self) -> dict[str, Any]:
+        """AdamW settings with the method's authors' defaults filled in where unset."""
+        defaults = METHODS[self.method].optimizer
+        settings = self.optimizer
+        return {
+            "lr": defaults.lr if settings.lr is None else settings.lr,
+            "weight_decay": (
+                defaults.weight_decay if settings.weight_decay is None else settings.weight_decay
+            ),
+            "betas": tuple(settings.betas),
+            "grad_clip": defaults.grad_clip if settings.grad_clip is None else settings.grad_clip,
+        }
 
     def prompt_list(self, base: Path | None = None) -> list[str]:
         """The training prompts (from the list or the UTF-8 file, one per line)."""
@@ -212,10 +183,62 @@ def _format(error: ValidationError) -> str:
     return "invalid training config: " + "; ".join(lines)
 
 
+LEGACY_DIRECT_ALIGN = ("sigma_range", "sigma_sampling", "d", "inversion", "loss", "threshold")
+LEGACY_KEYS = (
+    *LEGACY_DIRECT_ALIGN,
+    "discount_denoise",
+    "discount_inversion",
+    "mixed_precision",
+    "guidance",
+    "baselines",
+)
+
+
+def upgrade_legacy(data: dict[str, Any]) -> dict[str, Any]:
+    """A config written before the per-method sections (a stored job, an old YAML file) in
+    today's layout, meaning the same run: Direct-Align keys move into ``direct_align``, a
+    discount over sigma 0..1 (``clean``/``noisy``) becomes the same line's values at the
+    window's ends, ``baselines.refl_steps`` becomes ``refl.steps`` and so on."""
+    if not any(key in data for key in LEGACY_KEYS):
+        return data
+    data = copy.deepcopy(data)
+    section = data.setdefault("direct_align", {})
+    if not isinstance(section, dict):
+        return data
+    for key in LEGACY_DIRECT_ALIGN:
+        if key in data:
+            section[key] = data.pop(key)
+    low, high = section.get("sigma_range", DirectAlignConfig().sigma_range)
+    for key in ("discount_denoise", "discount_inversion"):
+        old = data.pop(key, None)
+        if isinstance(old, dict) and {"clean", "noisy"} <= old.keys():
+            clean, noisy = float(old["clean"]), float(old["noisy"])
+            section[key] = {
+                "low": clean + (noisy - clean) * low,
+                "high": clean + (noisy - clean) * high,
+            }
+        elif old is not None:
+            section[key] = old
+    if "mixed_precision" in data:
+        data["precision"] = "fp32" if data.pop("mixed_precision") == "no" else "bf16"
+    if "guidance" in data:
+        data["train_guidance"] = data.pop("guidance")
+    baselines = data.pop("baselines", None)
+    if isinstance(baselines, dict):
+        for key, value in baselines.items():
+            method, _, field = key.partition("_")
+            data.setdefault(method, {})[field] = value
+    return data
+
+
 def make_config(data: dict[str, Any]) -> TrainConfig:
-    """Validate a dict into a config, raising :class:`ConfigError` naming each bad field."""
+    """Validate a dict into a config, raising :class:`ConfigError` naming each bad field.
+
+    Configs in the layout before the per-method sections are upgraded first
+    (:func:`upgrade_legacy`), so stored jobs and old YAML files keep working.
+    """
     try:
-        return TrainConfig.model_validate(data)
+        return TrainConfig.model_validate(upgrade_legacy(data))
     except ValidationError as error:
         raise ConfigError(_format(error)) from None
 
@@ -245,20 +268,28 @@ TINY_PROMPTS = [
     "a yellow diamond",
 ]
 
-# FLUX.1-dev with HPSv2.1 at 720 px, 25 rollout steps, shift 3 (method.md).
+# The official control words, cycled by step (Tencent-Hunyuan/SRPO fastvideo/SRPO.py,
+# get_random_realism_adjective / get_random_cg_oily_adjective). "Realistic photo" / "CG Render"
+# are SGP-HPS's evaluation words, so training on them would make that evaluation circular.
+OFFICIAL_POSITIVE_WORDS = ["Natural-lighting", "Detail", "Detailed", "Real"]
+OFFICIAL_NEGATIVE_WORDS = ["Concept art", "Painting", "Anime", "Flat", "Oil"]
+
+# FLUX.1-dev with HPSv2.1 at 720 px, 25 rollout steps, shift 3, bf16 (method.md): the rollout
+# at guidance 1 (SRPO_training_hpsv2.sh --train_guidence 1), the gradient forward at 3.5.
 FLUX_PAPER_SETUP: dict[str, Any] = {
     "model": "flux",
     "model_path": "black-forest-labs/FLUX.1-dev",
     "reward": "hpsv2.1",
     "method": "srpo",
     "prompts_file": "prompts.txt",
-    "positive_words": ["Realistic photo"],
-    "negative_words": ["CG Render"],
+    "positive_words": OFFICIAL_POSITIVE_WORDS,
+    "negative_words": OFFICIAL_NEGATIVE_WORDS,
     "resolution": 720,
     "rollout_steps": 25,
     "shift": 3.0,
-    "guidance": 3.5,
-    "mixed_precision": "bf16",
+    "train_guidance": 3.5,
+    "rollout_guidance": 1.0,
+    "precision": "bf16",
     "gradient_checkpointing": True,
 }
 
@@ -273,8 +304,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "resolution": 64,
         "rollout_steps": 20,
         "shift": 1.0,
-        "sigma_range": [0.5, 0.95],
-        "d": 0.04,
+        "direct_align": {"sigma_range": [0.5, 0.95], "d": 0.04},
         "optimizer": {"lr": 3e-5, "weight_decay": 1e-4, "grad_clip": 1.0},
         "batch_size": 8,
         "steps": 40,
@@ -283,23 +313,47 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
     "flux-lora-1gpu": {
         **FLUX_PAPER_SETUP,
-        "optimizer": {"lr": 1e-4, "weight_decay": 1e-4, "grad_clip": 0.1},
+        "optimizer": {"lr": 1e-4},
         "lora": {"rank": 64, "alpha": 64},
         "steps": 100,
     },
     "flux-paper-32gpu": {
         **FLUX_PAPER_SETUP,
-        "sigma_range": [0.75, 0.96],
-        "d": 0.022,
-        "optimizer": {"lr": 5e-6, "weight_decay": 1e-4, "grad_clip": 0.1},
+        "direct_align": {"sigma_range": [0.75, 0.96], "d": 0.022},
+        "batch_size": 1,
+        "steps": 20,
+    },
+    # SRPO_training_ps.sh: PickScore rolls out at guidance 2 with a stronger discount.
+    "flux-paper-pickscore": {
+        **FLUX_PAPER_SETUP,
+        "reward": "pickscore",
+        "rollout_guidance": 2.0,
+        "direct_align": {
+            "sigma_range": [0.75, 0.96],
+            "d": 0.022,
+            "discount_denoise": {"low": 0.1, "high": 0.5},
+            "discount_inversion": {"low": 0.6, "high": 0.01},
+        },
         "batch_size": 1,
         "steps": 20,
     },
 }
 
 
+def deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``overrides`` applied key by key, recursing into nested mappings."""
+    merged = copy.deepcopy(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
 def preset(name: str, **overrides: Any) -> TrainConfig:
-    """A named preset (``tiny-demo``, ``flux-lora-1gpu``, ``flux-paper-32gpu``) with overrides."""
+    """A named preset with ``overrides`` deep-merged in (``optimizer={"lr": 1e-5}`` keeps the
+    preset's other optimiser settings)."""
     if name not in PRESETS:
         raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
-    return make_config({**PRESETS[name], **overrides})
+    return make_config(deep_merge(PRESETS[name], overrides))

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from srpo.config import preset
-from srpo.evaluate import apply_checkpoint, eval_set, measure
+from srpo.evaluate import eval_set, measure
+from srpo.models import apply_checkpoint
 from srpo.train import build_models, train
 
 

@@ -1,87 +1,50 @@
-"""Direct-Align (method.md): one model step with gradient from a noised clean latent, then
-analytic recovery of the clean latent with the known noise.
+"""Direct-Align and SRPO (method.md): one model step with gradient from a noised clean latent,
+then analytic recovery of the clean latent with the known noise.
 
 The denoise branch evaluates the model at ``s* + d`` and steps down to ``s*``; the inversion
 branch evaluates at ``s* - d`` and steps up to ``s*``. Both recover
-``x0_hat = (x' - s* eps) / (1 - s*)``, so ``d x0_hat / d v_hat = -+ d / (1 - s*)``.
-:func:`srpo_objective` scores the recovered images with the SRP reward and a discount ``k(s*)``.
+``x0_hat = (x' - s* eps) / (1 - s*)``, so ``d x0_hat / d v_hat = -+ d / (1 - s*)``. All of
+this flow math is float32 (or wider): the model's dtype applies only inside its forward.
+:func:`srpo_objective` scores the recovered images with the SRP reward and the discount ``k``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Literal
+from dataclasses import dataclass
+from typing import Annotated, Literal
 
 import torch
+from pydantic import Field, model_validator
 
 from srpo import flow
 from srpo.models.base import Conditioning, Generator
 from srpo.rewards.base import TextImageReward
-from srpo.rewards.srp import LossKind, SRPScorer, reward_loss
+from srpo.rewards.srp import ControlWords, LossKind, SRPScorer, reward_loss
+from srpo.section import Section
+from srpo.update import Backward, Draw, UpdateInputs, UpdateStats, reward_texts
 
 SigmaSampling = Literal["sigma", "index"]
+Direction = Literal["denoise", "inversion"]
+Unit = Annotated[float, Field(ge=0.0, le=1.0)]
 
 
-@dataclass(frozen=True)
-class Discount:
-    """A discount ``k(s)`` linear in sigma from ``clean`` (s = 0) to ``noisy`` (s = 1)."""
+class Discount(Section):
+    """``k(s)``, linear in sigma across the training window: ``low`` at its clean end.
 
-    clean: float
-    noisy: float
+    The official code indexes ``linspace(low, high)`` by position in the window (sigma
+    0.75..0.96 for FLUX), not across sigma 0..1. ``k`` may be negative: the maintainers suggest
+    a negative early ``k_den`` against reward hacking.
+    """
 
-    def __call__(self, sigma: torch.Tensor) -> torch.Tensor:
-        return self.clean + (self.noisy - self.clean) * sigma
+    low: float = Field(ge=-10.0, le=10.0)
+    high: float = Field(ge=-10.0, le=10.0)
 
-
-@dataclass(frozen=True)
-class BranchResult:
-    """What one branch returns: the recovered latent and how it was made."""
-
-    x0_hat: torch.Tensor
-    velocity: torch.Tensor
-    sigma_model: torch.Tensor
-    sigma_target: torch.Tensor
-
-
-def _levels(x0: torch.Tensor, s_star: torch.Tensor | float) -> torch.Tensor:
-    return torch.as_tensor(s_star, dtype=torch.float32, device=x0.device).expand(x0.shape[0])
-
-
-def denoise_branch(
-    generator: Generator,
-    x0: torch.Tensor,
-    eps: torch.Tensor,
-    s_star: torch.Tensor | float,
-    d: float,
-    cond: Conditioning,
-) -> BranchResult:
-    """Noise to ``s* + d`` without grad, one Euler step down with grad, recover ``x0``."""
-    s = _levels(x0, s_star)
-    s_model = s + d
-    with torch.no_grad():
-        x_hi = flow.add_noise(x0, eps, s_model)
-    velocity = generator.velocity(x_hi, s_model, cond)
-    x_target = flow.euler_step(x_hi, velocity, s_model, s)
-    return BranchResult(flow.recover_x0(x_target, eps, s), velocity, s_model, s)
-
-
-def inversion_branch(
-    generator: Generator,
-    x0: torch.Tensor,
-    eps: torch.Tensor,
-    s_star: torch.Tensor | float,
-    d: float,
-    cond: Conditioning,
-) -> BranchResult:
-    """Noise to ``s* - d`` without grad, one Euler step up with grad, recover ``x0``."""
-    s = _levels(x0, s_star)
-    s_model = s - d
-    with torch.no_grad():
-        x_lo = flow.add_noise(x0, eps, s_model)
-    velocity = generator.velocity(x_lo, s_model, cond)
-    x_target = flow.euler_step(x_lo, velocity, s_model, s)
-    return BranchResult(flow.recover_x0(x_target, eps, s), velocity, s_model, s)
+    def at(self, sigma: torch.Tensor, window: tuple[float, float]) -> torch.Tensor:
+        """``k`` at each sigma; levels outside the window take the nearer end's value."""
+        lo, hi = window
+        position = ((sigma - lo) / (hi - lo)).clamp(0.0, 1.0) if hi > lo else sigma * 0
+        return self.low + (self.high - self.low) * position
 
 
 def check_sigma_range(sigma_range: tuple[float, float], d: float) -> None:
@@ -96,6 +59,68 @@ def check_sigma_range(sigma_range: tuple[float, float], d: float) -> None:
             f"slice d={d} is too large for sigma range {sigma_range}: need d < {low} and "
             f"d <= {1 - high:.4g}"
         )
+
+
+class DirectAlignConfig(Section):
+    """Direct-Align / SRPO settings (the paper's FLUX.1-dev defaults).
+
+    ``sigma_range`` is the training window of ``s*`` (official: schedule levels 5..25 of 50
+    at shift 3, sigma 0.75..0.96), ``d`` the slice (official: 10 % of the window plus one
+    position, about 0.022). ``discount_denoise`` is read at ``s*``, ``discount_inversion`` at
+    the inversion branch's own level ``s* - d``, as the official code indexes them.
+    """
+
+    sigma_range: tuple[Unit, Unit] = (0.75, 0.96)
+    sigma_sampling: SigmaSampling = "sigma"
+    d: float = Field(0.022, gt=0.0, lt=0.5)
+    discount_denoise: Discount = Discount(low=0.1, high=0.25)
+    discount_inversion: Discount = Discount(low=0.3, high=0.01)
+    inversion: bool = True
+    loss: LossKind = "negative"
+    threshold: float = Field(0.0, ge=-100.0, le=100.0)
+
+    @model_validator(mode="after")
+    def _window(self) -> DirectAlignConfig:
+        check_sigma_range(tuple(self.sigma_range), self.d)
+        return self
+
+    def discount(self, direction: Direction) -> Discount:
+        """The discount of a branch."""
+        return self.discount_denoise if direction == "denoise" else self.discount_inversion
+
+
+@dataclass(frozen=True)
+class BranchResult:
+    """What one branch returns: the recovered latent and how it was made."""
+
+    x0_hat: torch.Tensor
+    velocity: torch.Tensor
+    sigma_model: torch.Tensor
+    sigma_target: torch.Tensor
+
+
+def branch(
+    generator: Generator,
+    x0: torch.Tensor,
+    eps: torch.Tensor,
+    s_star: torch.Tensor | float,
+    d: float,
+    cond: Conditioning,
+    direction: Direction,
+) -> BranchResult:
+    """Noise to ``s* + d`` (denoise) or ``s* - d`` (inversion) without grad, take one Euler
+    step to ``s*`` with grad, and recover ``x0`` with the known noise."""
+    if direction not in ("denoise", "inversion"):
+        raise ValueError(f"direction must be 'denoise' or 'inversion', got {direction!r}")
+    dtype = torch.promote_types(x0.dtype, torch.float32)
+    x0, eps = x0.to(dtype), eps.to(dtype)
+    s = torch.as_tensor(s_star, dtype=dtype, device=x0.device).expand(x0.shape[0])
+    s_model = s + d if direction == "denoise" else s - d
+    with torch.no_grad():
+        x_model = flow.add_noise(x0, eps, s_model)
+    velocity = generator.velocity(x_model, s_model, cond).to(dtype)
+    x_target = flow.euler_step(x_model, velocity, s_model, s)
+    return BranchResult(flow.recover_x0(x_target, eps, s), velocity, s_model, s)
 
 
 def sample_target_sigma(
@@ -128,21 +153,10 @@ def sample_target_sigma(
     raise ValueError(f"sigma sampling must be 'sigma' or 'index', got {mode!r}")
 
 
-@dataclass(frozen=True)
-class DirectAlignSettings:
-    """The knobs of one Direct-Align / SRPO update (paper's FLUX defaults)."""
-
-    d: float = 0.022
-    discount_denoise: Discount = field(default_factory=lambda: Discount(0.1, 0.25))
-    discount_inversion: Discount = field(default_factory=lambda: Discount(0.3, 0.01))
-    inversion: bool = True
-    loss: LossKind = "negative"
-    threshold: float = 0.0
-
-
 @dataclass
 class Objective:
-    """Loss to backpropagate and per-branch rewards (detached) for logging."""
+    """Loss (detached if the branches were backpropagated as they went) and per-branch
+    rewards and images (detached) for logging."""
 
     loss: torch.Tensor
     rewards: dict[str, torch.Tensor]
@@ -157,34 +171,102 @@ def srpo_objective(
     cond: Conditioning,
     prompts: Sequence[str],
     s_star: torch.Tensor,
-    settings: DirectAlignSettings,
+    settings: DirectAlignConfig,
     words: tuple[str, str] | None = None,
+    backward: Backward | None = None,
 ) -> Objective:
     """The Direct-Align loss of a batch.
 
     With control ``words = (positive, negative)`` this is SRPO: the denoise branch maximises
     the SRP reward with ``k_den(s*)`` and, if enabled, the inversion branch maximises the
-    swapped reward with ``k_inv(s*)``. Without words it is plain Direct-Align: the denoise
-    branch maximises the reward of the prompt itself.
+    swapped reward with ``k_inv(s* - d)``. Without words it is plain Direct-Align: the denoise
+    branch maximises the reward of ``prompts`` as given. With ``backward`` each branch is
+    backpropagated as soon as it is scored (two backward passes, as the official code does,
+    so only one branch's graph is alive at a time); the gradient equals that of the sum.
     """
     if words is None and settings.inversion:
         raise ValueError("the inversion branch needs control words (it scores with them swapped)")
-    rewards: dict[str, torch.Tensor] = {}
-    images: dict[str, torch.Tensor] = {}
-    total = torch.zeros((), device=x0.device)
-    branches = [("denoise", denoise_branch, settings.discount_denoise, False)]
-    if settings.inversion:
-        branches.append(("inversion", inversion_branch, settings.discount_inversion, True))
     scorer = SRPScorer(reward) if words else None
-    for name, branch, discount, swapped in branches:
-        result = branch(generator, x0, eps, s_star, settings.d, cond)
+    total, rewards, images = torch.zeros((), device=x0.device), {}, {}
+    for direction in ("denoise", "inversion") if settings.inversion else ("denoise",):
+        result = branch(generator, x0, eps, s_star, settings.d, cond, direction)
         pixels = generator.decode(result.x0_hat)
         if scorer is None:
             value = reward.score(pixels, prompts)
         else:
-            k = discount(result.sigma_target).to(pixels.device)
-            value = scorer.score(pixels, prompts, words[0], words[1], k, swapped=swapped)
-        total = total + reward_loss(value, settings.loss, settings.threshold)
-        rewards[name] = value.detach()
-        images[name] = pixels.detach()
+            # Official code: discount[mid] for the denoise branch (its target s*), and
+            # discount_inversion[mid - k] for the inversion branch (its own level s* - d).
+            level = result.sigma_target if direction == "denoise" else result.sigma_model
+            k = settings.discount(direction).at(level, tuple(settings.sigma_range))
+            swapped = direction == "inversion"
+            value = scorer.score(pixels, prompts, *words, k.to(pixels.device), swapped=swapped)
+        loss = reward_loss(value, settings.loss, settings.threshold)
+        if backward is not None:
+            backward(loss)
+            loss = loss.detach()
+        total = total + loss
+        rewards[direction], images[direction] = value.detach(), pixels.detach()
     return Objective(total, rewards, images)
+
+
+class DirectAlignUpdate:
+    """One SRPO / Direct-Align micro-batch, top to bottom."""
+
+    def __init__(self, run: UpdateInputs) -> None:
+        self.run = run
+        self.config = config = run.config
+        self.words = None
+        if config.method == "srpo":
+            self.words = ControlWords.of(
+                config.positive_words, config.negative_words, config.word_mode
+            )
+
+    def clean_latents(self, draw: Draw) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+        """``(x0, eps, prompts)``: a rollout from the shared noise, or real images + fresh noise.
+
+        An uncaptioned real image takes the empty prompt (the config can require captions).
+        """
+        cfg, generator, pool = self.config, self.run.generator, self.run.pool
+        eps = generator.noise(cfg.batch_size, draw.shared)
+        if pool is None:
+            cond = generator.encode_prompts(draw.prompts)
+            x0 = generator.sample(
+                cond, eps, cfg.rollout_steps, cfg.shift, cfg.effective_rollout_guidance
+            )
+            return x0, eps, draw.prompts
+        index = [draw.rank.randrange(len(pool)) for _ in range(cfg.batch_size)]
+        captions = [pool.captions[i] or "" for i in index]
+        return pool.latents[index].to(eps), eps, captions
+
+    def __call__(self, step: int, draw: Draw, backward: Backward) -> UpdateStats:
+        cfg, settings = self.config, self.config.direct_align
+        # 1. The clean latent and its noise prior (the same noise on every rank).
+        x0, eps, prompts = self.clean_latents(draw)
+        cond = self.run.generator.encode_prompts(prompts)
+        # 2. The target level s*, drawn per rank: one update over N ranks covers N levels.
+        s_star = sample_target_sigma(
+            cfg.batch_size,
+            tuple(settings.sigma_range),
+            settings.d,
+            settings.sigma_sampling,
+            cfg.rollout_steps,
+            cfg.shift,
+            generator=draw.local,
+        ).to(x0.device)
+        # 3. This step's control words (SRPO) or the absolute reward's texts (Direct-Align).
+        words = self.words.pick(step, cfg.seed) if self.words else None
+        texts = prompts if words else reward_texts(cfg, prompts)
+        # 4. Both branches at the train guidance, each scored and backpropagated.
+        objective = srpo_objective(
+            self.run.generator,
+            self.run.reward,
+            x0,
+            eps,
+            cond,
+            texts,
+            s_star,
+            settings,
+            words,
+            backward,
+        )
+        return UpdateStats(objective.loss.item(), objective.rewards["denoise"].float().cpu())

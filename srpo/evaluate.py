@@ -18,7 +18,6 @@ from typing import Any
 
 import torch
 
-from srpo.checkpoints import Checkpoint, load_checkpoint, verify
 from srpo.config import TrainConfig
 from srpo.models.base import Generator
 from srpo.rewards.base import TextImageReward
@@ -26,6 +25,9 @@ from srpo.rewards.srp import SRPScorer, augment
 from srpo.sampling import sample_images
 
 EVAL_SEED = 3_000_017
+# SGP-HPS's words (method.md): held out of the FLUX presets' training words, so a run is
+# measured with words it never trained on, beside its own.
+HELD_OUT_WORDS = ("Realistic photo", "CG Render")
 CONTENT = ("shape", "colour", "size", "background")
 
 
@@ -74,8 +76,13 @@ def measure(
     positive: str | None = None,
     negative: str | None = None,
     judged: bool = False,
+    held_out: tuple[str, str] = HELD_OUT_WORDS,
 ) -> dict[str, Any]:
-    """Mean rewards of the model's images of ``data``; judged rates when ``judged``."""
+    """Mean rewards of the model's images of ``data``; judged rates when ``judged``.
+
+    ``srp_reward`` is the SGP difference ``r(pos. p) - r(neg. p)`` with the run's words,
+    ``sgp_heldout`` the same with ``held_out`` words (SGP-HPS with an HPS reward).
+    """
     images = sample_images(generator, data.prompts, data.seeds, data.steps, data.shift)
     pixels = images.to(reward.device)
     result: dict[str, Any] = {
@@ -88,6 +95,8 @@ def measure(
     if positive and negative:
         srp = SRPScorer(reward).score(pixels, data.prompts, positive, negative, 0.0)
         result["srp_reward"] = srp.mean().item()
+    sgp = SRPScorer(reward).score(pixels, data.prompts, *held_out, 0.0)
+    result["sgp_heldout"] = sgp.mean().item()
     if judged:
         result.update(judged_rates(images, data.prompts, positive, negative))
     return result
@@ -113,40 +122,11 @@ def judged_rates(
     return rates
 
 
-def load_run_checkpoint(path: str | Path) -> tuple[Checkpoint, TrainConfig]:
-    """A verified checkpoint folder and the training config its manifest records."""
-    from srpo.config import make_config
-
-    checkpoint = verify(Path(path))
-    if checkpoint is None:
-        raise ValueError(f"{path} is not a complete checkpoint (missing files or bad sha256)")
-    return checkpoint, make_config(checkpoint.manifest["config"])
-
-
-def apply_checkpoint(generator: Generator, checkpoint: Checkpoint, config: TrainConfig) -> None:
-    """Load a checkpoint's weights (LoRA adapters or the full transformer) into ``generator``."""
-    from srpo.train import add_lora
-
-    if config.lora is not None:
-        add_lora(generator.transformer, config.lora)
-    load_checkpoint(checkpoint, generator.transformer, None)
-    generator.transformer.eval()
-
-
-def load_finetuned(path: str | Path) -> tuple[Generator, TrainConfig]:
-    """The generator of a run with the checkpoint at ``path`` applied, and the run's config."""
-    from srpo.train import build_generator
-
-    checkpoint, config = load_run_checkpoint(path)
-    generator = build_generator(config)
-    apply_checkpoint(generator, checkpoint, config)
-    return generator, config
-
-
 def evaluate_checkpoint(
     path: str | Path, prompts: int = 96, seed: int = EVAL_SEED
 ) -> dict[str, Any]:
     """Base model vs the checkpoint at ``path`` on the same held-out prompts and seeds."""
+    from srpo.models import apply_checkpoint, load_run_checkpoint
     from srpo.train import build_models
 
     checkpoint, config = load_run_checkpoint(path)
@@ -164,6 +144,7 @@ def evaluate_checkpoint(
         "method": config.method,
         "positive_word": positive,
         "negative_word": negative,
+        "heldout_words": list(HELD_OUT_WORDS),
         "prompts": len(data.prompts),
         "base": base,
         "finetuned": tuned,

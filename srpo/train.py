@@ -1,9 +1,9 @@
 """The fine-tuning loop: one readable pass from config to checkpoints, on accelerate.
 
 Per update and per micro-batch: pick this rank's prompts, draw the noise prior (the same on
-every rank, as in the paper), get a clean latent (a rollout of the current model without
-gradients, or an encoded real image in offline mode), draw ``s*``, compute the method's
-objective, backpropagate. Every random draw is derived from ``(seed, step)``, so a resumed run
+every rank, as in the paper) and this rank's own ``s*`` and other draws, run the method's
+update (:mod:`srpo.methods`), which backpropagates its losses; clip and step at the sync.
+Trainable weights and AdamW state are fp32 under every precision policy. Every random draw is derived from ``(seed, step)``, so a resumed run
 repeats exactly what an uninterrupted one would do. Callbacks run on the main process only.
 """
 
@@ -11,31 +11,25 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from srpo import __version__
-from srpo.baselines import UpdateStats, baseline_update
 from srpo.checkpoints import Checkpoint, latest_checkpoint, load_checkpoint, save_checkpoint
-from srpo.config import LoRA, TrainConfig
-from srpo.direct_align import (
-    DirectAlignSettings,
-    Discount,
-    sample_target_sigma,
-    srpo_objective,
-)
-from srpo.models import load_generator
+from srpo.config import TrainConfig
+from srpo.methods import make_update
+from srpo.models import generator_for
 from srpo.models.base import Generator
-from srpo.offline import OfflinePool, encode_pool, read_image_folder
+from srpo.models.loader import add_lora
+from srpo.offline import encode_pool, read_image_folder
+from srpo.precision import upcast_trainable
 from srpo.rewards import load_reward
 from srpo.rewards.base import TextImageReward
-from srpo.rewards.srp import ControlWords, augment
 from srpo.sampling import labelled_grid, sample_images
-
-Backward = Callable[[torch.Tensor], None]
+from srpo.update import Draw, UpdateInputs
 
 
 @dataclass(frozen=True)
@@ -89,50 +83,18 @@ class TrainResult:
     checkpoint: Checkpoint | None
 
 
-@dataclass(frozen=True)
-class Draw:
-    """The random choices of one micro-batch on one rank."""
-
-    prompts: list[str]
-    rank: random.Random
-    shared: torch.Generator
-
-
-def build_generator(config: TrainConfig) -> Generator:
-    """The generator a config names, at its resolution and guidance."""
-    options = {}
-    if config.model == "flux":
-        options = {
-            "resolution": (config.resolution, config.resolution),
-            "guidance": config.guidance,
-        }
-    generator = load_generator(config.model, config.model_path, **options)
-    if config.cfg_scale != 1.0:
-        generator.cfg_scale = config.cfg_scale
-    return generator
-
-
 def build_models(config: TrainConfig) -> tuple[Generator, TextImageReward]:
-    """The generator and frozen reward a config names."""
-    return build_generator(config), load_reward(config.reward, config.reward_path)
-
-
-def add_lora(transformer: torch.nn.Module, lora: LoRA) -> None:
-    """Attach LoRA adapters (peft, Gaussian init of A, zero B) to the transformer."""
-    from peft import LoraConfig
-
-    transformer.add_adapter(
-        LoraConfig(
-            r=lora.rank,
-            lora_alpha=lora.alpha,
-            target_modules=list(lora.target_modules),
-            init_lora_weights="gaussian",
-        )
-    )
+    """The generator and the frozen reward a config names, frozen parts in the policy's dtype."""
+    reward = load_reward(config.reward, config.reward_path)
+    return generator_for(config), reward.to(config.precision_policy.frozen)
 
 
 def prepare_trainable(generator: Generator, config: TrainConfig) -> list[torch.nn.Parameter]:
-    """Add LoRA adapters (or unfreeze everything) and return the trainable parameters."""
+    """Add LoRA adapters (or unfreeze everything) and return the trainable parameters.
+
+    They are fp32 whatever the precision policy (master weights, as the official code keeps);
+    a frozen base under LoRA stays in the policy's frozen dtype.
+    """
     transformer = generator.transformer
     transformer.requires_grad_(config.lora is None)
     if config.lora is not None:
@@ -140,119 +102,17 @@ def prepare_trainable(generator: Generator, config: TrainConfig) -> list[torch.n
     if config.gradient_checkpointing:
         generator.enable_gradient_checkpointing(True)
     transformer.train()
-    return [p for p in transformer.parameters() if p.requires_grad]
+    trainable = [p for p in transformer.parameters() if p.requires_grad]
+    return upcast_trainable(trainable, config.precision_policy.trainable)
 
 
 def draw(config: TrainConfig, step: int, micro: int, rank: int, prompts: Sequence[str]) -> Draw:
-    """This rank's prompts and random source, and the torch generator shared by all ranks."""
+    """This rank's prompts and random sources, and the torch generator shared by all ranks."""
     pick = random.Random(hash((config.seed, step, micro, rank)) & 0xFFFFFFFF)
     batch = [pick.choice(prompts) for _ in range(config.batch_size)]
     shared = torch.Generator().manual_seed((config.seed * 1_000_003 + step * 1009 + micro) % 2**63)
-    return Draw(batch, pick, shared)
-
-
-def reward_texts(config: TrainConfig, prompts: Sequence[str], step: int) -> list[str]:
-    """What the reward scores against for methods without the relative term.
-
-    With positive control words, each prompt is augmented with one (cycled per step), the
-    paper's prompt augmentation without the negative condition; otherwise the prompt itself.
-    """
-    if not config.positive_words:
-        return list(prompts)
-    return augment(config.positive_words[step % len(config.positive_words)], prompts)
-
-
-class DirectAlignUpdate:
-    """One SRPO / Direct-Align micro-batch: clean latent, noise prior, ``s*``, both branches."""
-
-    def __init__(
-        self,
-        config: TrainConfig,
-        generator: Generator,
-        reward: TextImageReward,
-        pool: OfflinePool | None,
-    ) -> None:
-        self.config, self.generator, self.reward, self.pool = config, generator, reward, pool
-        self.words = None
-        if config.method == "srpo":
-            self.words = ControlWords.of(
-                config.positive_words, config.negative_words, config.word_mode
-            )
-        self.settings = DirectAlignSettings(
-            d=config.d,
-            discount_denoise=Discount(**config.discount_denoise.model_dump()),
-            discount_inversion=Discount(**config.discount_inversion.model_dump()),
-            inversion=config.inversion,
-            loss=config.loss,
-            threshold=config.threshold,
-        )
-
-    def clean_latents(self, draw: Draw) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
-        """``(x0, eps, prompts)``: a rollout from the shared noise, or real images + fresh noise."""
-        cfg, generator = self.config, self.generator
-        eps = generator.noise(cfg.batch_size, draw.shared)
-        if self.pool is None:
-            cond = generator.encode_prompts(draw.prompts)
-            return generator.sample(cond, eps, cfg.rollout_steps, cfg.shift), eps, draw.prompts
-        index = [draw.rank.randrange(len(self.pool)) for _ in range(cfg.batch_size)]
-        captions = [self.pool.captions[i] or p for i, p in zip(index, draw.prompts, strict=True)]
-        return self.pool.latents[index].to(eps), eps, captions
-
-    def __call__(self, step: int, draw: Draw, backward: Backward) -> UpdateStats:
-        cfg, generator = self.config, self.generator
-        x0, eps, prompts = self.clean_latents(draw)
-        cond = generator.encode_prompts(prompts)
-        s_star = sample_target_sigma(
-            cfg.batch_size,
-            tuple(cfg.sigma_range),
-            cfg.d,
-            cfg.sigma_sampling,
-            cfg.rollout_steps,
-            cfg.shift,
-            generator=draw.shared,
-        ).to(x0.device)
-        pair = self.words.pick(step, cfg.seed) if self.words else None
-        texts = prompts if pair else reward_texts(cfg, prompts, step)
-        objective = srpo_objective(
-            generator, self.reward, x0, eps, cond, texts, s_star, self.settings, pair
-        )
-        backward(objective.loss)
-        return UpdateStats(objective.loss.item(), objective.rewards["denoise"].float().cpu())
-
-
-def make_update(
-    config: TrainConfig,
-    generator: Generator,
-    reward: TextImageReward,
-    pool: OfflinePool | None,
-    optimizer_step: Callable[[], None],
-) -> Callable[[int, Draw, Backward], UpdateStats]:
-    """The per-micro-batch update of ``config.method``.
-
-    GRPO draws its noise per rank (DanceGRPO seeds each rank apart) and takes DanceGRPO's
-    intermediate optimiser steps within a rollout through ``optimizer_step``.
-    """
-    if config.method in ("srpo", "direct_align"):
-        return DirectAlignUpdate(config, generator, reward, pool)
-
-    def baseline(step: int, draw: Draw, backward: Backward) -> UpdateStats:
-        grpo = config.method == "grpo"
-        rng = torch.Generator().manual_seed(draw.rank.getrandbits(63)) if grpo else draw.shared
-        return baseline_update(
-            config.method,
-            generator,
-            reward,
-            draw.prompts,
-            reward_texts(config, draw.prompts, step),
-            config.baselines,
-            config.rollout_steps,
-            config.shift,
-            rng,
-            backward,
-            optimizer_step=optimizer_step if grpo else None,
-        )
-
-    return baseline
+    local = torch.Generator().manual_seed(pick.getrandbits(63))
+    return Draw(batch, pick, shared, local)
 
 
 def load_offline_pool(config: TrainConfig, generator: Generator, base: Path | None):
@@ -261,6 +121,12 @@ def load_offline_pool(config: TrainConfig, generator: Generator, base: Path | No
         return None
     folder = Path(base or ".") / config.offline_images
     pixels, captions = read_image_folder(folder, generator.resolution)
+    missing = [i for i, caption in enumerate(captions) if caption is None]
+    if missing and config.offline_captions == "required":
+        raise ValueError(
+            f"offline_images: {len(missing)} of {len(captions)} images have no caption file "
+            "(name.txt beside name.png) and offline_captions is 'required'"
+        )
     return encode_pool(generator, pixels, captions)
 
 
@@ -292,7 +158,9 @@ def train(
     # GPUs and every process would train alone on rank 0's data.
     accelerator = Accelerator(
         cpu=not torch.cuda.is_available(),
-        mixed_precision=config.mixed_precision,
+        # accelerate's bf16 keeps FSDP's sharded masters fp32 and computes in bf16; the
+        # generator's own autocast (srpo.precision) does the same on one GPU and under DDP.
+        mixed_precision="bf16" if config.precision == "bf16" else "no",
         gradient_accumulation_steps=config.gradient_accumulation,
         log_with="tensorboard" if config.tensorboard else None,
         project_dir=str(output),
@@ -304,11 +172,9 @@ def train(
     generator.vae.to(accelerator.device)
     pool = load_offline_pool(config, generator, base)
     params = prepare_trainable(generator, config)
+    adamw = config.adamw()
     optimizer = torch.optim.AdamW(
-        params,
-        lr=config.optimizer.lr,
-        betas=tuple(config.optimizer.betas),
-        weight_decay=config.optimizer.weight_decay,
+        params, lr=adamw["lr"], betas=adamw["betas"], weight_decay=adamw["weight_decay"]
     )
     start = 0
     resumed = latest_checkpoint(output)
@@ -320,12 +186,12 @@ def train(
         accelerator.init_trackers("tensorboard")
 
     def optimizer_step() -> float:
-        norm = accelerator.clip_grad_norm_(params, config.optimizer.grad_clip)
+        norm = accelerator.clip_grad_norm_(params, adamw["grad_clip"])
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         return float(norm)
 
-    update = make_update(config, generator, reward, pool, optimizer_step)
+    update = make_update(UpdateInputs(config, generator, reward, pool, optimizer_step))
     manifest = {
         "config": config.model_dump(mode="json"),
         "code_version": __version__,
@@ -354,11 +220,12 @@ def train(
             chosen = draw(config, step, micro, accelerator.process_index, prompts)
             with accelerator.accumulate(generator.transformer):
                 stats = update(step, chosen, accelerator.backward)
+                # Only the last micro-batch of an accumulation syncs: there DDP all-reduces
+                # the summed gradients and we clip and step once. Before it accelerate's
+                # prepared optimizer would skip step() and zero_grad() anyway (and
+                # backward() has already scaled each loss by 1 / gradient_accumulation).
                 if accelerator.sync_gradients:
                     grad_norm = optimizer_step()
-                else:
-                    optimizer.step()
-                    optimizer.zero_grad(set_to_none=True)
             losses.append(stats.loss)
             rewards.append(stats.rewards)
         done = step + 1

@@ -1,6 +1,7 @@
 """The baselines (ReFL, DRaFT-K/LV, DanceGRPO-style GRPO) on small random FLUX configs."""
 
 import copy
+import random
 
 import pytest
 import torch
@@ -8,7 +9,8 @@ from pydantic import ValidationError
 
 from srpo import flow
 from srpo.baselines import (
-    baseline_update,
+    DRaFTConfig,
+    ReFLConfig,
     clipped_loss,
     draft_chain,
     group_advantages,
@@ -20,19 +22,37 @@ from srpo.baselines import (
     step_log_prob,
 )
 from srpo.baselines.grpo import policy_log_prob
-from srpo.config import Baselines, ConfigError, make_config
+from srpo.config import ConfigError, make_config
+from srpo.methods import make_update, method
 from srpo.rewards.clip import CLIPReward
+from srpo.update import Draw, UpdateInputs
 from tests.factories import save_small_clip_folder, small_flux
 
 PROMPTS = ["a red circle", "a photo of a blue square"]
 # Small step counts and groups keep the tests fast; the algorithms are the defaults'.
 FAST = {
-    "refl_steps": 8,
-    "draft_steps": 4,
-    "grpo_steps": 5,
-    "grpo_group_size": 3,
-    "grpo_samples_per_step": 2,
+    "refl": {"steps": 8},
+    "draft": {"steps": 4},
+    "grpo": {"steps": 5, "group_size": 3, "samples_per_step": 2},
 }
+
+
+def run_update(name, generator, reward, backward, seed=0, optimizer_step=None, **sections):
+    """One update of method ``name`` through the registry, on PROMPTS, at 20 steps / shift 3."""
+    config = make_config(
+        {
+            "prompts": PROMPTS,
+            "method": name,
+            "rollout_steps": 20,
+            "shift": 3.0,
+            "batch_size": len(PROMPTS),
+            **FAST,
+            **sections,
+        }
+    )
+    update = make_update(UpdateInputs(config, generator, reward, None, optimizer_step))
+    shared, local = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed + 1)
+    return update(0, Draw(list(PROMPTS), random.Random(seed), shared, local), backward)
 
 
 @pytest.fixture(scope="module")
@@ -53,10 +73,10 @@ class Recording:
         self.calls: list[tuple[bool, bool]] = []
         self.inputs: list[torch.Tensor] = []
 
-    def velocity(self, latents, sigma, cond):
+    def velocity(self, latents, sigma, cond, guidance=None):
         self.calls.append((torch.is_grad_enabled(), latents.requires_grad))
         self.inputs.append(latents.detach().clone())
-        return self.inner.velocity(latents, sigma, cond)
+        return self.inner.velocity(latents, sigma, cond, guidance)
 
     def __getattr__(self, name):
         return getattr(self.inner, name)
@@ -67,16 +87,16 @@ def param_grads(generator):
 
 
 def test_authors_defaults_validate_and_bad_combinations_name_the_field():
-    defaults = Baselines()
-    assert refl_stop_range(defaults.refl_steps, defaults.refl_stop_fraction) == (30, 39)
+    defaults = ReFLConfig()
+    assert refl_stop_range(defaults.steps, defaults.stop_fraction) == (30, 39)
     assert refl_stop_range(20, (0.75, 1.0)) == (15, 19)
     with pytest.raises(ValueError, match="no step index"):
         refl_stop_range(4, (0.8, 0.9))
     with pytest.raises(ValidationError, match="DRaFT-LV"):
-        Baselines(draft_k=2)
-    Baselines(draft_k=2, draft_lv_samples=0)
-    with pytest.raises(ConfigError, match="baselines"):
-        make_config({"prompts": ["a"], "method": "refl", "baselines": {"refl_steps": 3}})
+        DRaFTConfig(k=2)
+    DRaFTConfig(k=2, lv_samples=0)
+    with pytest.raises(ConfigError, match=r"refl: .*no step index"):
+        make_config({"prompts": ["a"], "method": "refl", "refl": {"steps": 3}})
 
 
 def test_refl_predicts_x0_in_one_step_with_grad_only_at_the_stop_step(generator):
@@ -152,22 +172,20 @@ def test_draft_lv_copies_restart_from_the_detached_sample(generator):
 
 
 @pytest.mark.parametrize("lv", [0, 2])
-def test_draft_update_backpropagates_the_chain_and_each_lv_copy(generator, reward, lv):
-    losses = []
-    settings = Baselines(**FAST, draft_lv_samples=lv)
-    stats = baseline_update(
+def test_draft_k_backpropagates_the_chain_and_draft_lv_only_its_copies(generator, reward, lv):
+    """DRaFT-LV (the paper's Algorithm 1): the chain runs without gradient and only the ``n``
+    re-noised copies of its sample are backpropagated; DRaFT-1 backpropagates the chain."""
+    recorder, losses = Recording(generator), []
+    stats = run_update(
         "draft",
-        generator,
+        recorder,
         reward,
-        PROMPTS,
-        PROMPTS,
-        settings,
-        20,
-        3.0,
-        torch.Generator().manual_seed(0),
         lambda loss: (losses.append(loss), loss.backward()),
+        draft={"steps": 4, "lv_samples": lv},
     )
-    assert len(losses) == 1 + lv
+    assert len(losses) == (lv or 1)
+    with_grad = [grad for grad, _ in recorder.calls]
+    assert with_grad == ([False] * 4 + [True] * lv if lv else [False] * 3 + [True])
     assert stats.loss == pytest.approx(sum(loss.item() for loss in losses))
     assert stats.rewards.shape == (2,) and not stats.rewards.requires_grad
 
@@ -232,7 +250,7 @@ def test_rollout_log_probs_match_the_training_pass_on_policy(generator):
     assert rollout.latents.shape == (4, 6, *noise.shape[1:])
     assert rollout.log_probs.shape == (4, 5)
     index, step = torch.tensor([3, 0, 2]), torch.tensor([1, 3, 0])
-    new = policy_log_prob(generator, cond, rollout, sigmas, index, step, 0.3, noise.dtype)
+    new = policy_log_prob(generator, cond, rollout, sigmas, index, step, 0.3)
     assert new.requires_grad
     assert torch.allclose(torch.exp(new - rollout.log_probs[index, step]), torch.ones(3), atol=1e-5)
 
@@ -240,17 +258,11 @@ def test_rollout_log_probs_match_the_training_pass_on_policy(generator):
 @pytest.mark.parametrize("intermediate", [False, True])
 def test_grpo_update_groups_noise_and_backpropagates_per_timestep(generator, reward, intermediate):
     recorder, losses, steps = Recording(generator), [], []
-    settings = Baselines(**FAST)  # 5 steps -> 4 candidates -> int(4 * 0.6) = 2 trained
-    stats = baseline_update(
+    # FAST: 5 steps -> 4 candidates -> int(4 * 0.6) = 2 trained
+    stats = run_update(
         "grpo",
         recorder,
         reward,
-        PROMPTS,
-        PROMPTS,
-        settings,
-        20,
-        3.0,
-        torch.Generator().manual_seed(0),
         lambda loss: (losses.append(loss), loss.backward()),
         optimizer_step=(lambda: steps.append(len(losses))) if intermediate else None,
     )
@@ -272,27 +284,20 @@ def test_grpo_update_groups_noise_and_backpropagates_per_timestep(generator, rew
     )
 
 
-@pytest.mark.parametrize("method", ["refl", "draft", "grpo"])
-def test_one_update_changes_the_transformer_and_is_reproducible(reward, method):
+@pytest.mark.parametrize("name", ["refl", "draft", "grpo"])
+def test_one_update_changes_the_transformer_and_is_reproducible(reward, name):
     base = small_flux()
-    settings = Baselines(
-        refl_steps=4, draft_steps=3, grpo_steps=4, grpo_group_size=2, grpo_samples_per_step=2
-    )
+    sections = {
+        "refl": {"steps": 4},
+        "draft": {"steps": 3},
+        "grpo": {"steps": 4, "group_size": 2, "samples_per_step": 2},
+    }
 
     def run(seed):
         generator = copy.deepcopy(base)
         optimizer = torch.optim.AdamW(generator.transformer.parameters(), lr=1e-3)
-        stats = baseline_update(
-            method,
-            generator,
-            reward,
-            PROMPTS,
-            PROMPTS,
-            settings,
-            20,
-            3.0,
-            torch.Generator().manual_seed(seed),
-            lambda loss: loss.backward(),
+        stats = run_update(
+            name, generator, reward, lambda loss: loss.backward(), seed=seed, **sections
         )
         optimizer.step()
         return [p.detach().clone() for p in generator.transformer.parameters()], stats
@@ -307,9 +312,25 @@ def test_one_update_changes_the_transformer_and_is_reproducible(reward, method):
     assert any(not torch.equal(a, b) for a, b in zip(first, other, strict=True))
 
 
-def test_bad_calls_are_refused(generator, reward):
-    args = (generator, reward, PROMPTS, PROMPTS[:1], Baselines(**FAST), 20, 3.0)
-    with pytest.raises(ValueError, match="one reward text per prompt"):
-        baseline_update("refl", *args, torch.Generator(), lambda loss: None)
-    with pytest.raises(ValueError, match="unknown baseline"):
-        baseline_update("ppo", generator, reward, PROMPTS, PROMPTS, *args[4:], None, None)
+def test_baselines_score_the_raw_prompt_unless_a_prefix_is_set(generator, reward):
+    """Table 1's baselines optimise HPS(p): the control words are not prefixed."""
+    scored = []
+    original = reward.score
+
+    def spy(pixels, texts):
+        scored.append(list(texts))
+        return original(pixels, texts)
+
+    reward.score = spy
+    try:
+        words = {"positive_words": ["photo"], "negative_words": ["painting"]}
+        run_update("refl", generator, reward, lambda loss: loss.backward(), **words)
+        run_update("refl", generator, reward, lambda loss: None, reward_prefix="photo", **words)
+    finally:
+        del reward.score
+    assert scored == [PROMPTS, [f"photo. {p}" for p in PROMPTS]]
+
+
+def test_unknown_methods_are_refused():
+    with pytest.raises(ValueError, match="unknown method 'ppo'"):
+        method("ppo")

@@ -2,6 +2,7 @@ import pytest
 import yaml
 
 from srpo.config import PRESETS, ConfigError, load_config, make_config, preset
+from srpo.rewards.srp import ControlWords
 
 
 def base(**overrides):
@@ -23,11 +24,63 @@ def test_presets_validate_and_round_trip_through_yaml(name, tmp_path):
 
 def test_paper_preset_matches_method_md():
     config = preset("flux-paper-32gpu")
-    assert config.optimizer.lr == 5e-6 and config.optimizer.weight_decay == 1e-4
-    assert config.optimizer.grad_clip == 0.1 and config.rollout_steps == 25 and config.shift == 3.0
-    assert (config.discount_denoise.clean, config.discount_denoise.noisy) == (0.1, 0.25)
-    assert (config.discount_inversion.clean, config.discount_inversion.noisy) == (0.3, 0.01)
-    assert config.d == 0.022 and tuple(config.sigma_range) == (0.75, 0.96)
+    adamw = config.adamw()
+    assert adamw["lr"] == 5e-6 and adamw["weight_decay"] == 1e-4 and adamw["grad_clip"] == 0.1
+    assert config.rollout_steps == 25 and config.shift == 3.0 and config.precision == "bf16"
+    settings = config.direct_align
+    assert (settings.discount_denoise.low, settings.discount_denoise.high) == (0.1, 0.25)
+    assert (settings.discount_inversion.low, settings.discount_inversion.high) == (0.3, 0.01)
+    assert settings.d == 0.022 and tuple(settings.sigma_range) == (0.75, 0.96)
+    assert (config.effective_rollout_guidance, config.train_guidance) == (1.0, 3.5)
+    assert preset("flux-paper-pickscore").effective_rollout_guidance == 2.0
+
+
+@pytest.mark.parametrize("name", ["flux-lora-1gpu", "flux-paper-32gpu", "flux-paper-pickscore"])
+def test_flux_presets_cycle_the_official_words_not_the_evaluation_words(name):
+    config = preset(name)
+    assert config.positive_words == ["Natural-lighting", "Detail", "Detailed", "Real"]
+    assert config.negative_words == ["Concept art", "Painting", "Anime", "Flat", "Oil"]
+    held_out = {"Realistic photo", "CG Render"}
+    assert not held_out & {*config.positive_words, *config.negative_words}
+    words = ControlWords.of(config.positive_words, config.negative_words, config.word_mode)
+    assert [words.pick(step) for step in (0, 4, 5)] == [
+        ("Natural-lighting", "Concept art"),
+        ("Natural-lighting", "Oil"),
+        ("Detail", "Concept art"),
+    ]
+
+
+def test_each_method_gets_its_authors_optimizer_unless_set():
+    assert preset("flux-paper-32gpu", method="grpo").adamw()["lr"] == 1e-5
+    assert preset("flux-paper-32gpu", method="grpo").adamw()["grad_clip"] == 1.0
+    assert preset("flux-paper-32gpu").adamw()["lr"] == 5e-6
+    tuned = preset("flux-paper-32gpu", method="grpo", optimizer={"lr": 3e-6})
+    assert tuned.adamw()["lr"] == 3e-6 and tuned.adamw()["grad_clip"] == 1.0
+
+
+def test_preset_overrides_merge_deeply():
+    config = preset("tiny-demo", optimizer={"lr": 1e-5}, direct_align={"d": 0.03})
+    assert config.adamw()["lr"] == 1e-5 and config.adamw()["grad_clip"] == 1.0
+    assert config.direct_align.d == 0.03 and tuple(config.direct_align.sigma_range) == (0.5, 0.95)
+
+
+def test_configs_in_the_old_flat_layout_mean_the_same_run():
+    old = base(
+        sigma_range=[0.5, 0.9],
+        d=0.04,
+        discount_denoise={"clean": 0.1, "noisy": 0.3},
+        mixed_precision="bf16",
+        guidance=2.0,
+        baselines={"grpo_group_size": 4, "refl_steps": 20},
+    )
+    config = make_config(old)
+    settings = config.direct_align
+    assert tuple(settings.sigma_range) == (0.5, 0.9) and settings.d == 0.04
+    # The same line k(s) = 0.1 + 0.2 s, now given by its values at the window's ends.
+    assert settings.discount_denoise.low == pytest.approx(0.2)
+    assert settings.discount_denoise.high == pytest.approx(0.28)
+    assert config.precision == "bf16" and config.train_guidance == 2.0
+    assert config.grpo.group_size == 4 and config.refl.steps == 20
 
 
 @pytest.mark.parametrize(
@@ -36,9 +89,16 @@ def test_paper_preset_matches_method_md():
         ({"optimizer": {"lr": -1e-4}}, "optimizer.lr", "greater than 0"),
         ({"prompts": []}, "prompts", "empty"),
         ({"method": "ppo"}, "method", "'srpo'"),
-        ({"sigma_range": [0.2, 1.5]}, "sigma_range.1", "less than or equal to 1"),
-        ({"sigma_range": [0.0, 0.5]}, "config", "0 < low"),
-        ({"d": 0.3, "sigma_range": [0.2, 0.6]}, "config", "too large"),
+        (
+            {"direct_align": {"sigma_range": [0.2, 1.5]}},
+            "direct_align.sigma_range.1",
+            "less than or equal to 1",
+        ),
+        ({"direct_align": {"sigma_range": [0.0, 0.5]}}, "direct_align", "0 < low"),
+        ({"direct_align": {"d": 0.3, "sigma_range": [0.2, 0.6]}}, "direct_align", "too large"),
+        ({"grpo": {"group_size": 1}}, "grpo.group_size", "greater than or equal to 2"),
+        ({"draft": {"k": 2}}, "draft", "DRaFT-LV"),
+        ({"precision": "fp16"}, "precision", "'fp32'"),
         ({"positive_words": []}, "config", "positive_words and negative_words"),
         ({"steps": 0}, "steps", "greater than or equal to 1"),
         ({"lora": {"rank": 0}}, "lora.rank", "greater than or equal to 1"),

@@ -1,4 +1,8 @@
-"""Two CPU processes (gloo, DDP) take the same parameters as one process on the global batch."""
+"""Two CPU processes (gloo, DDP) take the same parameters as one process on the global batch.
+
+The reference shares the noise prior across ranks and draws ``s*`` per rank, as the official
+code does: a trainer that shared ``s*`` (or drew the noise per rank) would end elsewhere.
+"""
 
 import os
 import socket
@@ -12,7 +16,8 @@ from srpo.checkpoints import LORA_FILE, latest_checkpoint, lora_state_dict
 from srpo.config import make_config
 from srpo.direct_align import sample_target_sigma, srpo_objective
 from srpo.models.base import Conditioning
-from srpo.train import DirectAlignUpdate, build_models, draw, prepare_trainable
+from srpo.rewards.srp import ControlWords
+from srpo.train import build_models, draw, prepare_trainable
 
 RANKS = 2
 
@@ -37,13 +42,12 @@ def one_process_on_the_global_batch(cfg):
     torch.manual_seed(cfg.seed)
     generator, reward = build_models(cfg)
     params = prepare_trainable(generator, cfg)
+    adamw = cfg.adamw()
     optimizer = torch.optim.AdamW(
-        params,
-        lr=cfg.optimizer.lr,
-        betas=tuple(cfg.optimizer.betas),
-        weight_decay=cfg.optimizer.weight_decay,
+        params, lr=adamw["lr"], betas=adamw["betas"], weight_decay=adamw["weight_decay"]
     )
-    update = DirectAlignUpdate(cfg, generator, reward, None)
+    words = ControlWords.of(cfg.positive_words, cfg.negative_words)
+    settings = cfg.direct_align
     prompts = cfg.prompt_list()
     for step in range(cfg.steps):
         draws = [draw(cfg, step, 0, rank, prompts) for rank in range(RANKS)]
@@ -51,9 +55,14 @@ def one_process_on_the_global_batch(cfg):
         eps = generator.noise(cfg.batch_size, shared)
         conds = [generator.encode_prompts(d.prompts) for d in draws]
         x0 = torch.cat([generator.sample(c, eps, cfg.rollout_steps, cfg.shift) for c in conds])
-        s_star = sample_target_sigma(
-            cfg.batch_size, tuple(cfg.sigma_range), cfg.d, generator=shared
-        ).repeat(RANKS)
+        per_rank = [
+            sample_target_sigma(
+                cfg.batch_size, tuple(settings.sigma_range), settings.d, generator=d.local
+            )
+            for d in draws
+        ]
+        assert not torch.equal(per_rank[0], per_rank[1]), "s* must differ between ranks"
+        s_star = torch.cat(per_rank)
         texts = [p for d in draws for p in d.prompts]
         objective = srpo_objective(
             generator,
@@ -63,11 +72,11 @@ def one_process_on_the_global_batch(cfg):
             concat(conds),
             texts,
             s_star,
-            update.settings,
-            update.words.pick(step, cfg.seed),
+            settings,
+            words.pick(step, cfg.seed),
         )
         objective.loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, cfg.optimizer.grad_clip)
+        torch.nn.utils.clip_grad_norm_(params, adamw["grad_clip"])
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
     return lora_state_dict(generator.transformer)
@@ -83,8 +92,7 @@ def test_two_gloo_processes_match_one_process_with_the_global_batch(smoke_world,
             "negative_words": ["painting"],
             "rollout_steps": 3,
             "shift": 1.0,
-            "sigma_range": [0.3, 0.9],
-            "d": 0.05,
+            "direct_align": {"sigma_range": [0.3, 0.9], "d": 0.05},
             "batch_size": 2,
             "steps": 3,
             "checkpoint_every": 3,

@@ -66,6 +66,8 @@ def test_eval_compares_the_checkpoint_with_its_base(smoke_world, checkpoint, cap
         judged=True,
     )
     assert result["base"] == pytest.approx(base, abs=1e-5)
+    assert result["heldout_words"] == ["Realistic photo", "CG Render"]
+    assert result["base"]["sgp_heldout"] != pytest.approx(result["base"]["srp_reward"], abs=1e-6)
     assert result["finetuned"]["reward"] != pytest.approx(base["reward"], abs=1e-6)
     for key in ("judged_positive_rate", "judged_negative_rate", "prompt_fidelity"):
         assert 0.0 <= result["finetuned"][key] <= 1.0

@@ -4,7 +4,7 @@ import open_clip
 import pytest
 import torch
 
-from srpo.direct_align import DirectAlignSettings, srpo_objective
+from srpo.direct_align import DirectAlignConfig, srpo_objective
 from srpo.models import load_generator
 from srpo.models.flux import FluxGenerator, pack_latents, unpack_latents
 from srpo.rewards.clip import CLIPReward
@@ -59,7 +59,7 @@ def test_encode_decode_shapes_and_range():
 @pytest.mark.parametrize("inversion", [True, False])
 def test_direct_align_step_gives_gradients_to_transformer_only(rewards, reward_name, inversion):
     generator, reward = small_flux(), rewards[reward_name]
-    settings = DirectAlignSettings(inversion=inversion)
+    settings = DirectAlignConfig(inversion=inversion)
     objective = direct_align_step(
         generator, reward, settings, ("realistic photo", "painting"), num_steps=3, shift=3.0
     )
@@ -73,8 +73,8 @@ def test_plain_direct_align_scores_the_prompt_and_refuses_inversion_without_word
     eps = generator.noise(2, torch.Generator().manual_seed(1))
     args = (generator, rewards["hps"], eps * 0.1, eps, cond, PROMPTS, torch.tensor([0.8, 0.85]))
     with pytest.raises(ValueError, match="control words"):
-        srpo_objective(*args, DirectAlignSettings(inversion=True))
-    objective = srpo_objective(*args, DirectAlignSettings(inversion=False))
+        srpo_objective(*args, DirectAlignConfig(inversion=True))
+    objective = srpo_objective(*args, DirectAlignConfig(inversion=False))
     objective.loss.backward()
     expected = rewards["hps"].score(objective.images["denoise"], PROMPTS)
     assert torch.allclose(objective.rewards["denoise"], expected, atol=1e-5)
@@ -95,7 +95,7 @@ def test_gradient_checkpointing_gives_the_same_gradients():
 def test_load_from_local_folder_caches_prompt_embeddings(tmp_path):
     folder = save_small_flux_folder(tmp_path / "flux")
     cache = tmp_path / "cache"
-    options = {"resolution": (32, 32), "dtype": torch.float32, "cache_dir": cache}
+    options = {"resolution": 32, "precision": "fp32", "cache_dir": cache}
     generator = load_generator("flux", str(folder), max_sequence_length=24, **options)
     assert isinstance(generator, FluxGenerator)
     first = generator.encode_prompts(PROMPTS)

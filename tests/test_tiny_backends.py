@@ -7,7 +7,7 @@ import sys
 import pytest
 from PIL import Image
 
-from srpo.direct_align import DirectAlignSettings
+from srpo.direct_align import DirectAlignConfig
 from srpo.models import load_generator
 from srpo.models.flux import FluxGenerator
 from srpo.rewards import load_reward
@@ -31,7 +31,7 @@ def test_tiny_backends_are_the_shared_classes(smoke_world):
 def test_direct_align_step_through_tiny_world(smoke_world):
     generator = load_generator("tiny", str(smoke_world))
     reward = load_reward("tiny", smoke_world)
-    settings = DirectAlignSettings()
+    settings = DirectAlignConfig()
     direct_align_step(generator, reward, settings, ("photo", "painting"), num_steps=2, shift=1.0)
     assert_only_transformer_trains(generator, reward)
 

@@ -6,11 +6,13 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from srpo.checkpoints import LORA_FILE, latest_checkpoint
+from srpo.direct_align import DirectAlignUpdate
 from srpo.models.tiny import load_tiny_generator
 from srpo.offline import encode_pool, read_image_folder
 from srpo.sampling import sample_images
 from srpo.tiny_world.data import heldout
-from srpo.train import Callback, DirectAlignUpdate, draw, train
+from srpo.train import Callback, draw, train
+from srpo.update import UpdateInputs
 from tests.test_train import config
 
 
@@ -38,13 +40,27 @@ def test_offline_update_uses_the_real_images_and_fresh_noise(smoke_world, tmp_pa
     cfg = config(smoke_world, offline_images=str(tmp_path / "real"))
     generator = load_tiny_generator(smoke_world)
     pool = encode_pool(generator, *read_image_folder(tmp_path / "real", (64, 64)))
-    update = DirectAlignUpdate(cfg, generator, None, pool)
-    chosen = draw(cfg, 0, 0, 0, cfg.prompt_list())
-    x0, eps, prompts = update.clean_latents(chosen)
-    for x, prompt, drawn in zip(x0, prompts, chosen.prompts, strict=True):
-        j = next(j for j in range(len(pool)) if torch.equal(x, pool.latents[j]))
-        assert prompt == (pool.captions[j] or drawn)
-    assert eps.shape == x0.shape and not torch.equal(eps, x0)
+    update = DirectAlignUpdate(UpdateInputs(cfg, generator, None, pool))
+    uncaptioned = 0
+    for step in range(4):
+        chosen = draw(cfg, step, 0, 0, cfg.prompt_list())
+        x0, eps, prompts = update.clean_latents(chosen)
+        for x, prompt in zip(x0, prompts, strict=True):
+            j = next(j for j in range(len(pool)) if torch.equal(x, pool.latents[j]))
+            # An image without a caption trains on the empty prompt, never a random one.
+            assert prompt == (pool.captions[j] or "")
+            uncaptioned += pool.captions[j] is None
+        assert eps.shape == x0.shape and not torch.equal(eps, x0)
+    assert uncaptioned, "no uncaptioned image was drawn; the check above would be vacuous"
+
+
+def test_offline_images_without_captions_are_refused_when_captions_are_required(
+    smoke_world, tmp_path
+):
+    write_images(tmp_path / "real")
+    cfg = config(smoke_world, offline_images="real", offline_captions="required")
+    with pytest.raises(ValueError, match="1 of 3 images have no caption"):
+        train(cfg, tmp_path / "run", config_dir=tmp_path)
 
 
 def test_offline_training_runs_and_moves_weights(smoke_world, tmp_path):
@@ -107,16 +123,16 @@ def test_tensorboard_logs_every_update(smoke_world, tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("method", "baselines"),
+    ("method", "section"),
     [
-        ("refl", {"refl_steps": 4}),
-        ("draft", {"draft_steps": 3}),
-        ("grpo", {"grpo_steps": 3, "grpo_group_size": 2, "grpo_samples_per_step": 2}),
+        ("refl", {"steps": 4}),
+        ("draft", {"steps": 3}),
+        ("grpo", {"steps": 3, "group_size": 2, "samples_per_step": 2}),
     ],
 )
-def test_baseline_methods_train_through_the_same_loop(smoke_world, tmp_path, method, baselines):
+def test_baseline_methods_train_through_the_same_loop(smoke_world, tmp_path, method, section):
     recorder = Recorder()
-    cfg = config(smoke_world, method=method, baselines=baselines, steps=1, batch_size=1)
+    cfg = config(smoke_world, method=method, steps=1, batch_size=1, **{method: section})
     result = train(cfg, tmp_path / "run", callbacks=[recorder])
     assert result.step == 1 and recorder.progress[0].reward_std >= 0
     weights = load_file(str(latest_checkpoint(tmp_path / "run").path / LORA_FILE))

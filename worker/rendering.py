@@ -49,38 +49,23 @@ def _model(session: Session, settings: Settings, ref: str, base: dict[str, Any])
 
 def load_model(model: Model) -> Generator:
     """The generator of a model reference, with its checkpoint's weights loaded."""
-    from srpo.checkpoints import load_checkpoint, verify
-    from srpo.config import make_config
-    from srpo.models import load_generator
-    from srpo.train import prepare_trainable
+    from srpo.models import load_finetuned, load_generator
 
     if model.checkpoint_path is None:
         return load_generator(model.config["model"], model.config.get("model_path"))
-    config = make_config(model.config)
-    options = {}
-    if config.model == "flux":
-        options = {"resolution": (config.resolution,) * 2, "guidance": config.guidance}
-    generator = load_generator(config.model, config.model_path, **options)
-    if config.cfg_scale != 1.0:
-        generator.cfg_scale = config.cfg_scale
-    prepare_trainable(generator, config)
-    verified = verify(model.checkpoint_path)
-    if verified is None:
-        raise ValueError(f"{model.ref}: the checkpoint files fail their sha256 check")
-    load_checkpoint(verified, generator.transformer, None)
-    generator.transformer.eval()
+    try:
+        generator, _ = load_finetuned(model.checkpoint_path)
+    except ValueError:
+        raise ValueError(f"{model.ref}: the checkpoint files fail their sha256 check") from None
     return generator
 
 
 def sampling_steps(config: dict[str, Any]) -> tuple[int, float]:
     """Euler steps and shift for sampling a model (the tiny world ships its own)."""
-    if config["model"] == "tiny":
-        from srpo.models.tiny import sampling_defaults
-        from srpo.tiny_world.weights import WEIGHTS_DIR
+    from srpo.models import sampling_defaults
 
-        defaults = sampling_defaults(config.get("model_path") or WEIGHTS_DIR)
-        return int(defaults["steps"]), float(defaults["shift"])
-    return 28, 3.0
+    defaults = sampling_defaults(config["model"], config.get("model_path"))
+    return int(defaults["steps"]), float(defaults["shift"])
 
 
 def render(model: Model, prompts: list[str], seeds: list[int], folder: Path) -> torch.Tensor:

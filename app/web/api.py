@@ -95,13 +95,13 @@ class TokenIn(BaseModel):
 
 def job_config(body: JobIn) -> dict[str, Any]:
     """The config a job request names (a preset merged with the given fields)."""
-    from srpo.config import PRESETS
+    from srpo.config import PRESETS, deep_merge
 
     if body.preset is None:
         return dict(body.config)
     if body.preset not in PRESETS:
         raise StudioError(f"preset: unknown {body.preset!r}; one of {', '.join(PRESETS)}")
-    return {**PRESETS[body.preset], **body.config}
+    return deep_merge(PRESETS[body.preset], body.config)
 
 
 @router.get("/me", summary="who the credentials belong to")

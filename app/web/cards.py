@@ -51,19 +51,24 @@ def diffusers_snippet(found: Checkpoint, config: dict[str, Any]) -> str:
         )
     if found.format == "lora":
         weights = found.weights_file
+        lora = _lora_settings(config)
         if config.get("model") == "tiny":
-            rank = (config.get("lora") or {}).get("rank", 16)
             apply = (
                 "from peft import LoraConfig, set_peft_model_state_dict\n"
                 "from safetensors.torch import load_file\n\n"
-                f"transformer.add_adapter(LoraConfig(r={rank}, lora_alpha={rank}, "
-                'target_modules=["to_q", "to_k", "to_v", "to_out.0"]))\n'
+                f"transformer.add_adapter(LoraConfig(r={lora['rank']!r}, "
+                f"lora_alpha={lora['alpha']!r}, "
+                f"target_modules={json.dumps(list(lora['target_modules']))}))\n"
                 f'state = load_file("{weights}")\n'
                 "set_peft_model_state_dict(transformer, "
                 '{k.removeprefix("transformer."): v for k, v in state.items()})\n'
             )
         else:
-            apply = f'pipe.load_lora_weights(".", weight_name="{weights}")\n'
+            apply = (
+                f"# the file stores its LoRA config (rank {lora['rank']!r}, alpha "
+                f"{lora['alpha']!r}), so it loads at the trained strength\n"
+                f'pipe.load_lora_weights(".", weight_name="{weights}")\n'
+            )
     else:
         apply = (
             "from diffusers import FluxTransformer2DModel\n\n"
@@ -76,6 +81,13 @@ def diffusers_snippet(found: Checkpoint, config: dict[str, Any]) -> str:
         else:
             apply += "pipe.transformer = transformer\n"
     return load + apply
+
+
+def _lora_settings(config: dict[str, Any]) -> dict[str, Any]:
+    """The run's LoRA rank, alpha and target modules (srpo's defaults where the config has none)."""
+    from srpo.config import LoRA
+
+    return {**LoRA().model_dump(mode="json"), **(config.get("lora") or {})}
 
 
 def model_card(

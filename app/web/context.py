@@ -45,7 +45,7 @@ class ModelCache:
 
             generator = load_generator(self.settings.default_model)
         else:
-            from srpo.evaluate import load_finetuned
+            from srpo.models import load_finetuned
 
             generator, _ = load_finetuned(checkpoint_path)
         self._generators[key] = generator
@@ -55,12 +55,10 @@ class ModelCache:
 
     def sampling(self) -> tuple[int, float]:
         """Euler steps and shift for sampling the default model."""
-        if self.settings.default_model == "tiny":
-            from srpo.models.tiny import sampling_defaults
+        from srpo.models import sampling_defaults
 
-            defaults = sampling_defaults()
-            return int(defaults["steps"]), float(defaults["shift"])
-        return 28, 3.0
+        defaults = sampling_defaults(self.settings.default_model)
+        return int(defaults["steps"]), float(defaults["shift"])
 
 
 @dataclass

@@ -1,26 +1,14 @@
-"""What every baseline shares: the update's result, the backward hook, the sigma schedule."""
+"""What every baseline shares: the sigma schedule, no-grad rollouts, scoring, batch checks."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 
 import torch
 
 from srpo import flow
 from srpo.models.base import Conditioning, Generator
 from srpo.rewards.base import TextImageReward
-
-Backward = Callable[[torch.Tensor], None]
-OptimizerStep = Callable[[], None]
-
-
-@dataclass
-class UpdateStats:
-    """What one baseline update reports."""
-
-    loss: float
-    rewards: torch.Tensor
 
 
 def schedule(steps: int | None, rollout_steps: int, shift: float) -> torch.Tensor:

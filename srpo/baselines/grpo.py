@@ -17,26 +17,33 @@ loss is normalised over all samples.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
+from pydantic import Field
 
-from srpo.baselines.common import (
-    Backward,
-    OptimizerStep,
-    UpdateStats,
-    check_batch,
-    levels,
-    schedule,
-    score,
-)
+from srpo.baselines.common import check_batch, levels, schedule, score
 from srpo.models.base import Conditioning, Generator
-from srpo.rewards.base import TextImageReward
+from srpo.section import Section
+from srpo.update import Backward, Draw, UpdateInputs, UpdateStats, reward_texts
 
-if TYPE_CHECKING:
-    from srpo.config import Baselines
+
+class GRPOConfig(Section):
+    """DanceGRPO's FLUX defaults (XueZeyue/DanceGRPO ``scripts/finetune/finetune_flux_grpo.sh``
+    with ``fastvideo/train_grpo_flux.py``): ``--sampling_steps 16 --eta 0.3
+    --num_generations 12 --timestep_fraction 0.6 --clip_range 1e-4 --adv_clip_max 5.0
+    --init_same_noise --gradient_accumulation_steps 4`` (samples per optimiser step, train batch
+    1). Its optimiser (lr 1e-5, grad clip 1.0) is GRPO's default in :mod:`srpo.methods`.
+    ``steps`` None: the trainer's ``rollout_steps``."""
+
+    steps: int | None = Field(16, ge=2, le=1000)
+    group_size: int = Field(12, ge=2, le=64)
+    eta: float = Field(0.3, gt=0.0, le=2.0)
+    timestep_fraction: float = Field(0.6, gt=0.0, le=1.0)
+    clip: float = Field(1e-4, gt=0.0, le=1.0)
+    adv_clip: float = Field(5.0, gt=0.0, le=100.0)
+    init_same_noise: bool = True
+    samples_per_step: int = Field(4, ge=1, le=1024)
 
 
 def _column(sigma: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -137,7 +144,7 @@ def sde_rollout(
     latents, log_probs = [x], []
     for i in range(len(sigmas) - 1):
         s, s_next = levels(sigmas[i], batch, x), levels(sigmas[i + 1], batch, x)
-        velocity = generator.velocity(x.to(noise.dtype), s, cond)
+        velocity = generator.velocity(x, s, cond)
         fresh = torch.randn(x.shape, generator=rng, dtype=torch.float32).to(x.device)
         step = sde_step(x, velocity, s, s_next, eta, fresh)
         log_probs.append(step_log_prob(step.sample, step.mean, step.std))
@@ -154,77 +161,78 @@ def policy_log_prob(
     index: torch.Tensor,
     step: torch.Tensor,
     eta: float,
-    dtype: torch.dtype,
 ) -> torch.Tensor:
     """Log-prob under the current model (with grad) of samples ``index`` taking step ``step``."""
     x = rollout.latents[index, step]
     s, s_next = sigmas[step].to(x.device), sigmas[step + 1].to(x.device)
-    velocity = generator.velocity(x.to(dtype), s, cond.select(index))
+    velocity = generator.velocity(x, s, cond.select(index))
     taken = sde_step(x, velocity, s, s_next, eta)
     return step_log_prob(rollout.latents[index, step + 1], taken.mean, taken.std)
 
 
-def grpo_update(
-    generator: Generator,
-    reward: TextImageReward,
-    prompts: Sequence[str],
-    reward_texts: Sequence[str],
-    settings: Baselines,
-    rollout_steps: int,
-    shift: float,
-    rng: torch.Generator,
-    backward: Backward,
-    optimizer_step: OptimizerStep | None = None,
-) -> UpdateStats:
-    """One DanceGRPO rollout of ``group_size`` samples per prompt and its policy updates."""
-    check_batch(prompts, reward_texts)
-    group = settings.grpo_group_size
-    sigmas = schedule(settings.grpo_steps, rollout_steps, shift)
-    candidates = len(sigmas) - 2
-    train_steps = int(candidates * settings.grpo_timestep_fraction)
-    if train_steps < 1:
-        raise ValueError(
-            f"GRPO trains no timestep: {candidates} candidate steps x fraction "
-            f"{settings.grpo_timestep_fraction} < 1; raise grpo_steps or the fraction"
-        )
-    cond = generator.encode_prompts(prompts).repeat_interleave(group)
-    texts = [t for t in reward_texts for _ in range(group)]
-    total = len(texts)
-    if settings.grpo_init_same_noise:
-        noise = generator.noise(len(prompts), rng).repeat_interleave(group, dim=0)
-    else:
-        noise = generator.noise(total, rng)
-    chunks = torch.arange(total).split(settings.grpo_samples_per_step)
-    # Roll out in the same chunks the policy pass uses: equal shapes give the same numerics,
-    # so the on-policy ratio is 1 (DanceGRPO's README asks for equal batch sizes for this).
-    parts = [
-        sde_rollout(generator, cond.select(c), noise[c], sigmas, settings.grpo_eta, rng)
-        for c in chunks
-    ]
-    rollout = Rollout(
-        torch.cat([p.latents for p in parts]),
-        torch.cat([p.log_probs for p in parts]),
-        torch.cat([p.x0 for p in parts]),
-    )
-    with torch.no_grad():
-        rewards = torch.cat(
-            [score(generator, reward, rollout.x0[c], [texts[i] for i in c]) for c in chunks]
-        ).float()
-    advantages = group_advantages(rewards, group, settings.grpo_adv_clip).to(rollout.x0.device)
-    order = torch.stack([torch.randperm(candidates, generator=rng) for _ in range(total)])
-    logged = []
-    for number, chunk in enumerate(chunks):
-        if number and optimizer_step is not None:
-            optimizer_step()
-        norm = (len(chunk) if optimizer_step is not None else total) * train_steps
-        for j in range(train_steps):
-            step = order[chunk, j]
-            new = policy_log_prob(
-                generator, cond, rollout, sigmas, chunk, step, settings.grpo_eta, noise.dtype
+class GRPOUpdate:
+    """One DanceGRPO rollout of ``group_size`` samples per prompt and its policy updates.
+
+    The noise is drawn per rank (DanceGRPO seeds each rank apart); with the run's
+    ``optimizer_step`` it takes DanceGRPO's intermediate optimiser steps within a rollout.
+    """
+
+    def __init__(self, run: UpdateInputs) -> None:
+        self.run = run
+
+    def __call__(self, step: int, draw: Draw, backward: Backward) -> UpdateStats:
+        config, generator = self.run.config, self.run.generator
+        settings, optimizer_step, rng = config.grpo, self.run.optimizer_step, draw.local
+        prompts, reward_texts_ = draw.prompts, reward_texts(config, draw.prompts)
+        check_batch(prompts, reward_texts_)
+        group = settings.group_size
+        sigmas = schedule(settings.steps, config.rollout_steps, config.shift)
+        candidates = len(sigmas) - 2
+        train_steps = int(candidates * settings.timestep_fraction)
+        if train_steps < 1:
+            raise ValueError(
+                f"GRPO trains no timestep: {candidates} candidate steps x fraction "
+                f"{settings.timestep_fraction} < 1; raise grpo.steps or the fraction"
             )
-            old = rollout.log_probs[chunk, step]
-            loss = clipped_loss(new, old, advantages[chunk], settings.grpo_clip).sum() / norm
-            backward(loss)
-            logged.append(loss.item())
-    mean_loss = sum(logged) / (len(chunks) if optimizer_step is not None else 1)
-    return UpdateStats(mean_loss, rewards.detach().cpu())
+        cond = generator.encode_prompts(prompts).repeat_interleave(group)
+        texts = [t for t in reward_texts_ for _ in range(group)]
+        total = len(texts)
+        if settings.init_same_noise:
+            noise = generator.noise(len(prompts), rng).repeat_interleave(group, dim=0)
+        else:
+            noise = generator.noise(total, rng)
+        chunks = torch.arange(total).split(settings.samples_per_step)
+        # Roll out in the same chunks the policy pass uses: equal shapes give the same numerics,
+        # so the on-policy ratio is 1 (DanceGRPO's README asks for equal batch sizes for this).
+        parts = [
+            sde_rollout(generator, cond.select(c), noise[c], sigmas, settings.eta, rng)
+            for c in chunks
+        ]
+        rollout = Rollout(
+            torch.cat([p.latents for p in parts]),
+            torch.cat([p.log_probs for p in parts]),
+            torch.cat([p.x0 for p in parts]),
+        )
+        with torch.no_grad():
+            rewards = torch.cat(
+                [
+                    score(generator, self.run.reward, rollout.x0[c], [texts[i] for i in c])
+                    for c in chunks
+                ]
+            ).float()
+        advantages = group_advantages(rewards, group, settings.adv_clip).to(rollout.x0.device)
+        order = torch.stack([torch.randperm(candidates, generator=rng) for _ in range(total)])
+        logged = []
+        for number, chunk in enumerate(chunks):
+            if number and optimizer_step is not None:
+                optimizer_step()
+            norm = (len(chunk) if optimizer_step is not None else total) * train_steps
+            for j in range(train_steps):
+                taken = order[chunk, j]
+                new = policy_log_prob(generator, cond, rollout, sigmas, chunk, taken, settings.eta)
+                old = rollout.log_probs[chunk, taken]
+                loss = clipped_loss(new, old, advantages[chunk], settings.clip).sum() / norm
+                backward(loss)
+                logged.append(loss.item())
+        mean_loss = sum(logged) / (len(chunks) if optimizer_step is not None else 1)
+        return UpdateStats(mean_loss, rewards.detach().cpu())

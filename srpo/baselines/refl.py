@@ -11,28 +11,20 @@ the model at the stop level, as the method intends.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field, model_validator
 
 from srpo import flow
-from srpo.baselines.common import (
-    Backward,
-    UpdateStats,
-    check_batch,
-    euler_rollout,
-    levels,
-    schedule,
-    score,
-)
+from srpo.baselines.common import check_batch, euler_rollout, levels, schedule, score
 from srpo.models.base import Conditioning, Generator
-from srpo.rewards.base import TextImageReward
+from srpo.section import Section
+from srpo.update import Backward, Draw, UpdateInputs, UpdateStats, reward_texts
 
-if TYPE_CHECKING:
-    from srpo.config import Baselines
+Unit = Annotated[float, Field(ge=0.0, le=1.0)]
 
 
 def refl_stop_range(steps: int, fraction: tuple[float, float]) -> tuple[int, int]:
@@ -42,9 +34,34 @@ def refl_stop_range(steps: int, fraction: tuple[float, float]) -> tuple[int, int
     last = min(math.ceil(high * steps - 1e-9) - 1, steps - 1)
     if first > last:
         raise ValueError(
-            f"refl_stop_fraction {tuple(fraction)} holds no step index of a {steps}-step schedule"
+            f"refl.stop_fraction {tuple(fraction)} holds no step index of a {steps}-step schedule"
         )
     return first, last
+
+
+class ReFLConfig(Section):
+    """ReFL at its authors' defaults (THUDM/ImageReward ``ReFL.py``).
+
+    ``set_timesteps(40)``, stop step ``random.randint(30, 39)`` (the last quarter), loss
+    ``relu(2 - r) * grad_scale`` with ``grad_scale`` 1e-3. ``steps`` None: the trainer's
+    ``rollout_steps``.
+    """
+
+    steps: int | None = Field(40, ge=2, le=1000)
+    stop_fraction: tuple[Unit, Unit] = (0.75, 1.0)
+    threshold: float = Field(2.0, ge=-100.0, le=100.0)
+    grad_scale: float = Field(1e-3, gt=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _stops(self) -> ReFLConfig:
+        low, high = self.stop_fraction
+        if not low < high:
+            raise ValueError(
+                f"stop_fraction must be (low, high) with low < high, got {(low, high)}"
+            )
+        if self.steps is not None:
+            refl_stop_range(self.steps, (low, high))
+        return self
 
 
 @dataclass(frozen=True)
@@ -71,26 +88,24 @@ def refl_predict(
     return ReflPrediction(state, sigma, velocity, flow.naive_x0(state, velocity, sigma))
 
 
-def refl_update(
-    generator: Generator,
-    reward: TextImageReward,
-    prompts: Sequence[str],
-    reward_texts: Sequence[str],
-    settings: Baselines,
-    rollout_steps: int,
-    shift: float,
-    rng: torch.Generator,
-    backward: Backward,
-) -> UpdateStats:
+class ReFLUpdate:
     """One ReFL update: one stop step for the batch, reward loss backpropagated once."""
-    check_batch(prompts, reward_texts)
-    sigmas = schedule(settings.refl_steps, rollout_steps, shift)
-    first, last = refl_stop_range(len(sigmas) - 1, tuple(settings.refl_stop_fraction))
-    cond = generator.encode_prompts(prompts)
-    noise = generator.noise(len(prompts), rng)
-    stop = int(torch.randint(first, last + 1, (1,), generator=rng))
-    prediction = refl_predict(generator, cond, noise, sigmas, stop)
-    rewards = score(generator, reward, prediction.x0_hat, reward_texts)
-    loss = F.relu(settings.refl_threshold - rewards).mean() * settings.refl_grad_scale
-    backward(loss)
-    return UpdateStats(loss.item(), rewards.detach().float().cpu())
+
+    def __init__(self, run: UpdateInputs) -> None:
+        self.run = run
+
+    def __call__(self, step: int, draw: Draw, backward: Backward) -> UpdateStats:
+        config, generator = self.run.config, self.run.generator
+        settings = config.refl
+        prompts, texts = draw.prompts, reward_texts(config, draw.prompts)
+        check_batch(prompts, texts)
+        sigmas = schedule(settings.steps, config.rollout_steps, config.shift)
+        first, last = refl_stop_range(len(sigmas) - 1, tuple(settings.stop_fraction))
+        cond = generator.encode_prompts(prompts)
+        noise = generator.noise(len(prompts), draw.shared)
+        stop = int(torch.randint(first, last + 1, (1,), generator=draw.shared))
+        prediction = refl_predict(generator, cond, noise, sigmas, stop)
+        rewards = score(generator, self.run.reward, prediction.x0_hat, texts)
+        loss = F.relu(settings.threshold - rewards).mean() * settings.grad_scale
+        backward(loss)
+        return UpdateStats(loss.item(), rewards.detach().float().cpu())

@@ -31,10 +31,11 @@ import torch
 
 from srpo.checkpoints import Checkpoint
 from srpo.config import PRESETS, TrainConfig, preset
-from srpo.evaluate import EVAL_SEED, EvalSet, apply_checkpoint, eval_set, judged_rates
+from srpo.evaluate import EVAL_SEED, EvalSet, eval_set, judged_rates
+from srpo.models import apply_checkpoint, generator_for
 from srpo.models.base import Generator
 from srpo.sampling import sample_images
-from srpo.train import Callback, Progress, build_generator, train
+from srpo.train import Callback, Progress, train
 
 METHODS = ("srpo", "direct_align", "refl", "draft", "grpo")
 LR_GRID = (1e-5, 3e-5, 1e-4, 3e-4)
@@ -52,8 +53,11 @@ def method_config(
         raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
     fields: dict[str, Any] = {
         "method": method,
-        "inversion": method == "srpo",
-        "optimizer": {**PRESETS["tiny-demo"]["optimizer"], "lr": lr},
+        "direct_align": {"inversion": method == "srpo"},
+        # The race's target is the judged rate of the positive word's attribute, so the
+        # absolute-reward methods score r("<positive>. p") (Direct-Align's prompt augmentation).
+        "reward_prefix": None if method == "srpo" else PRESETS["tiny-demo"]["positive_words"][0],
+        "optimizer": {"lr": lr},
         "steps": 1_000_000,
         "checkpoint_every": 1,
         "sample_every": 0,
@@ -64,11 +68,11 @@ def method_config(
 
 
 def optimizer_steps_per_update(config: TrainConfig) -> int:
-    """Optimiser steps in one trainer update (GRPO steps every ``grpo_samples_per_step``)."""
+    """Optimiser steps in one trainer update (GRPO steps every ``grpo.samples_per_step``)."""
     if config.method != "grpo":
         return 1
-    samples = config.batch_size * config.baselines.grpo_group_size
-    return math.ceil(samples / config.baselines.grpo_samples_per_step)
+    samples = config.batch_size * config.grpo.group_size
+    return math.ceil(samples / config.grpo.samples_per_step)
 
 
 class Judge:
@@ -82,7 +86,7 @@ class Judge:
     def __call__(self, checkpoint: Checkpoint | None = None) -> dict[str, float]:
         """Rates of the base model (``None``) or of ``checkpoint``."""
         if self._generator is None or (checkpoint is not None and self.config.lora is not None):
-            self._generator = build_generator(self.config)
+            self._generator = generator_for(self.config)
         if checkpoint is not None:
             apply_checkpoint(self._generator, checkpoint, self.config)
         data = self.data
@@ -224,12 +228,10 @@ def summary(run: Race, config: TrainConfig, budget: float) -> dict[str, Any]:
     last = run.probes[-1]
     before = run.probes[-2] if run.reached and len(run.probes) > 1 else None
     per_update = optimizer_steps_per_update(config)
-    images = config.batch_size * (
-        config.baselines.grpo_group_size if config.method == "grpo" else 1
-    )
+    images = config.batch_size * (config.grpo.group_size if config.method == "grpo" else 1)
     return _rounded(
         {
-            "lr": config.optimizer.lr,
+            "lr": config.adamw()["lr"],
             "reached": run.reached,
             "seconds_to_target": last.seconds if run.reached else None,
             "cpu_seconds_to_target": last.cpu_seconds if run.reached else None,

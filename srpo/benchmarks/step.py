@@ -20,10 +20,12 @@ import torch
 
 from srpo import flow
 from srpo.config import preset
+from srpo.direct_align import DirectAlignUpdate
 from srpo.offline import OfflinePool, encode_pool
 from srpo.rewards.srp import augment, relative_direction
 from srpo.tiny_world.data import heldout
-from srpo.train import DirectAlignUpdate, build_models, draw, prepare_trainable
+from srpo.train import build_models, draw, prepare_trainable
+from srpo.update import UpdateInputs
 
 
 def _bare_step(generator, reward, optimizer, inputs) -> None:
@@ -39,25 +41,26 @@ def _bare_step(generator, reward, optimizer, inputs) -> None:
 
 def _bare_inputs(generator, reward, pool: OfflinePool, config, prompts) -> dict[str, Any]:
     """Noised latents, levels and text directions of both branches, computed once."""
-    batch, d = config.batch_size, config.d
+    settings = config.direct_align
+    batch, d = config.batch_size, settings.d
     x0 = pool.latents[:batch]
     eps = torch.randn(x0.shape, generator=torch.Generator().manual_seed(1))
-    s_star = torch.full((batch,), sum(config.sigma_range) / 2)
+    s_star = torch.full((batch,), sum(settings.sigma_range) / 2)
     positive, negative = config.positive_words[0], config.negative_words[0]
     text_pos = reward.encode_text(augment(positive, prompts))
     text_neg = reward.encode_text(augment(negative, prompts))
     branches = []
     level = s_star[:, None, None]
     for sign, discount, (pos, neg) in (
-        (1, config.discount_denoise, (text_pos, text_neg)),
-        (-1, config.discount_inversion, (text_neg, text_pos)),
+        (1, settings.discount_denoise, (text_pos, text_neg)),
+        (-1, settings.discount_inversion, (text_neg, text_pos)),
     ):
         sigma = s_star + sign * d
         x_model = flow.add_noise(x0, eps, sigma)
         # Euler step to s* then recovery: x0_hat = base + factor * v_hat, both fixed here.
         base = (x_model - level * eps) / (1 - level)
         factor = ((s_star - sigma) / (1 - s_star))[:, None, None]
-        k = discount.clean + (discount.noisy - discount.clean) * s_star
+        k = discount.at(s_star if sign > 0 else sigma, tuple(settings.sigma_range))
         branches.append((x_model, sigma, base, factor, relative_direction(pos, neg, k)))
     return {"branches": branches, "cond": generator.encode_prompts(prompts)}
 
@@ -68,16 +71,17 @@ def bench_step(repeats: int = 15, warmup: int = 3, batch: int = 4) -> dict[str, 
     torch.manual_seed(config.seed)
     generator, reward = build_models(config)
     params = prepare_trainable(generator, config)
-    optimizer = torch.optim.AdamW(params, lr=config.optimizer.lr)
+    adamw = config.adamw()
+    optimizer = torch.optim.AdamW(params, lr=adamw["lr"])
     real = heldout(batch)
     pool = encode_pool(generator, real.images, real.captions)
-    update = DirectAlignUpdate(config, generator, reward, pool)
+    update = DirectAlignUpdate(UpdateInputs(config, generator, reward, pool))
     prompts = config.prompt_list()
     inputs = _bare_inputs(generator, reward, pool, config, prompts[:batch])
 
     def ours(step: int) -> None:
         update(step, draw(config, step, 0, 0, prompts), lambda loss: loss.backward())
-        torch.nn.utils.clip_grad_norm_(params, config.optimizer.grad_clip)
+        torch.nn.utils.clip_grad_norm_(params, adamw["grad_clip"])
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 

@@ -4,6 +4,9 @@ Latents are scaled and shifted as in ``FluxPipeline`` and packed 2x2 into tokens
 transformer receives sigma in [0, 1] as its timestep and, for guidance-distilled models
 such as FLUX.1-dev, the guidance scale as an embedding. Models trained with prompt dropout
 can instead use classifier-free guidance (``cfg_scale``), which doubles the batch.
+
+Precision (:mod:`srpo.precision`): latents, noise and velocities cross this class's boundary
+in float32; only the transformer's forward runs in the policy's compute dtype (bf16 autocast).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from torch import nn
 
 from srpo.flow import euler_sample, sigma_schedule
 from srpo.models.base import Conditioning, PromptEncoder
+from srpo.precision import Precision
 from srpo.rewards.base import check_pixels
 
 DEFAULT_CACHE = Path.home() / ".cache" / "srpo" / "prompt_embeds"
@@ -59,8 +63,10 @@ class FluxGenerator(nn.Module):
         resolution: tuple[int, int] = (1024, 1024),
         guidance: float = 3.5,
         cfg_scale: float = 1.0,
+        precision: Precision | None = None,
     ) -> None:
         super().__init__()
+        self.precision = precision or Precision.of("fp32")
         self.transformer = transformer
         self.vae = vae.eval().requires_grad_(False)
         self.prompt_encoder = prompt_encoder
@@ -92,10 +98,6 @@ class FluxGenerator(nn.Module):
         return next(self.transformer.parameters()).device
 
     @property
-    def dtype(self) -> torch.dtype:
-        return next(self.transformer.parameters()).dtype
-
-    @property
     def scaling_factor(self) -> float:
         return float(self.vae.config.scaling_factor)
 
@@ -120,30 +122,41 @@ class FluxGenerator(nn.Module):
             n = len(prompts)
             cond.uncond_embeds = empty_seq.expand(n, *empty_seq.shape[1:])
             cond.uncond_pooled = empty_pool.expand(n, *empty_pool.shape[1:])
-        return cond.to(self.device, self.dtype)
+        return cond.to(self.device, self.precision.compute)
 
-    def velocity(self, latents: torch.Tensor, sigma: torch.Tensor, cond: Conditioning):
+    def velocity(
+        self,
+        latents: torch.Tensor,
+        sigma: torch.Tensor,
+        cond: Conditioning,
+        guidance: float | None = None,
+    ) -> torch.Tensor:
+        """The float32 velocity; ``guidance`` overrides the model's guidance embedding."""
+        dtype = self.precision.compute
         batch = latents.shape[0]
-        sigma = torch.as_tensor(sigma, device=latents.device, dtype=latents.dtype).expand(batch)
+        latents = latents.to(dtype)
+        sigma = torch.as_tensor(sigma, device=latents.device, dtype=dtype).expand(batch)
         guided = self.cfg_scale != 1.0 and cond.uncond_embeds is not None
         embeds, pooled = cond.prompt_embeds, cond.pooled
         if guided:
             latents, sigma = torch.cat([latents, latents]), torch.cat([sigma, sigma])
             embeds = torch.cat([cond.uncond_embeds, embeds])
             pooled = torch.cat([cond.uncond_pooled, pooled])
-        guidance = None
+        embedded = None
         if self.guidance_embeds:
-            guidance = torch.full_like(sigma, self.guidance)
-        out = self.transformer(
-            hidden_states=latents,
-            timestep=sigma,
-            guidance=guidance,
-            pooled_projections=pooled,
-            encoder_hidden_states=embeds,
-            txt_ids=torch.zeros(embeds.shape[1], 3, device=latents.device, dtype=latents.dtype),
-            img_ids=image_ids(*self.latent_hw, device=latents.device, dtype=latents.dtype),
-            return_dict=False,
-        )[0]
+            embedded = torch.full_like(sigma, self.guidance if guidance is None else guidance)
+        with self.precision.autocast(latents.device):
+            out = self.transformer(
+                hidden_states=latents,
+                timestep=sigma,
+                guidance=embedded,
+                pooled_projections=pooled.to(dtype),
+                encoder_hidden_states=embeds.to(dtype),
+                txt_ids=torch.zeros(embeds.shape[1], 3, device=latents.device, dtype=dtype),
+                img_ids=image_ids(*self.latent_hw, device=latents.device, dtype=dtype),
+                return_dict=False,
+            )[0]
+        out = out.float()
         if guided:
             uncond, conditional = out.chunk(2)
             out = uncond + self.cfg_scale * (conditional - uncond)
@@ -159,7 +172,7 @@ class FluxGenerator(nn.Module):
         vae_dtype = next(self.vae.parameters()).dtype
         latents = self.vae.encode(pixels.to(vae_dtype) * 2 - 1).latent_dist.mode()
         latents = (latents - self.shift_factor) * self.scaling_factor
-        return pack_latents(latents).to(self.dtype)
+        return pack_latents(latents).float()
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         vae_dtype = next(self.vae.parameters()).dtype
@@ -170,14 +183,21 @@ class FluxGenerator(nn.Module):
     def noise(self, batch: int, generator: torch.Generator | None = None) -> torch.Tensor:
         h, w = self.latent_hw
         shape = (batch, (h // 2) * (w // 2), self.in_channels)
-        return torch.randn(shape, generator=generator).to(self.device, self.dtype)
+        return torch.randn(shape, generator=generator).to(self.device)
 
     @torch.no_grad()
     def sample(
-        self, cond: Conditioning, noise: torch.Tensor, num_steps: int = 25, shift: float = 3.0
+        self,
+        cond: Conditioning,
+        noise: torch.Tensor,
+        num_steps: int = 25,
+        shift: float = 3.0,
+        guidance: float | None = None,
     ) -> torch.Tensor:
+        """Euler integration in float32; ``guidance`` overrides the model's for this rollout."""
         sigmas = sigma_schedule(num_steps, shift)
-        return euler_sample(lambda x, s: self.velocity(x, s, cond), noise, sigmas)
+        velocity = lambda x, s: self.velocity(x, s, cond, guidance)  # noqa: E731
+        return euler_sample(velocity, noise.float(), sigmas)
 
     @classmethod
     def from_pretrained(
@@ -185,14 +205,17 @@ class FluxGenerator(nn.Module):
         source: str | Path,
         resolution: tuple[int, int] = (1024, 1024),
         guidance: float = 3.5,
-        dtype: torch.dtype = torch.bfloat16,
+        precision: str = "bf16",
         cache_dir: str | Path | None = None,
         max_sequence_length: int = 512,
     ) -> FluxGenerator:
-        """Load a FLUX folder or hub id; prompt embeddings are cached under ``cache_dir``."""
+        """Load a FLUX folder or hub id in the policy's frozen dtype (the trainer upcasts what
+        it trains); prompt embeddings are cached under ``cache_dir``."""
         from srpo.models.flux_text import FluxTextEncoders
         from srpo.models.prompt_cache import CachedPromptEncoder
 
+        policy = Precision.of(precision)
+        dtype = policy.frozen
         source = str(source)
         transformer = FluxTransformer2DModel.from_pretrained(
             source, subfolder="transformer", torch_dtype=dtype
@@ -201,6 +224,6 @@ class FluxGenerator(nn.Module):
         encoder = CachedPromptEncoder(
             lambda: FluxTextEncoders.from_pretrained(source, dtype, max_sequence_length),
             cache_dir or DEFAULT_CACHE,
-            namespace=f"flux:{source}:{max_sequence_length}",
+            namespace=f"flux:{source}:{max_sequence_length}:{dtype}",
         )
-        return cls(transformer, vae, encoder, resolution, guidance)
+        return cls(transformer, vae, encoder, resolution, guidance, precision=policy)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
 from diffusers import AutoencoderKL, FluxTransformer2DModel
 from transformers import CLIPTextConfig, CLIPTextModel
 
 from srpo.models.flux import FluxGenerator
+from srpo.precision import Precision
 from srpo.tiny_world.models import TinyPromptEncoder
 from srpo.tiny_world.weights import WEIGHTS_DIR, load_component, read_manifest
 
@@ -20,9 +22,10 @@ def sampling_defaults(directory: str | Path = WEIGHTS_DIR) -> dict[str, float]:
 
 
 def load_tiny_generator(
-    directory: str | Path = WEIGHTS_DIR, cfg_scale: float | None = None
+    directory: str | Path = WEIGHTS_DIR, cfg_scale: float | None = None, precision: str = "fp32"
 ) -> FluxGenerator:
-    """Build the tiny FLUX transformer, VAE and text tower from the manifest and load them."""
+    """Build the tiny FLUX transformer, VAE and text tower from the manifest and load them,
+    stored in the precision policy's frozen dtype (the trainer upcasts what it trains)."""
     directory = Path(directory)
     configs = read_manifest(directory)["configs"]
     # Keys such as ``_use_default_values`` would make diffusers drop the measured latent
@@ -36,10 +39,15 @@ def load_tiny_generator(
         CLIPTextModel(CLIPTextConfig(**configs["text_encoder"])), "text_encoder", directory
     )
     scale = sampling_defaults(directory)["cfg_scale"] if cfg_scale is None else cfg_scale
+    policy = Precision.of(precision)
+    if policy.frozen != torch.float32:
+        for module in (vae, transformer, text):
+            module.to(policy.frozen)
     return FluxGenerator(
         transformer,
         vae,
         TinyPromptEncoder(text.eval().requires_grad_(False)),
         resolution=(64, 64),
         cfg_scale=scale,
+        precision=policy,
     )

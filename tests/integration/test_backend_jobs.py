@@ -57,7 +57,9 @@ def test_submit_stores_a_queued_job_with_its_validated_config(sqlite_settings) -
     with db.session() as session:
         job = session.get(Job, first)
         assert job.state == JobState.QUEUED and job.total_steps == 3
-        assert job.config["d"] == TINY["d"] and job.output_dir == f"jobs/{first}"
+        assert (
+            job.config["direct_align"] == TINY["direct_align"] and job.output_dir == f"jobs/{first}"
+        )
         assert jobs.queue_position(session, job) == 1
         assert jobs.queue_position(session, session.get(Job, second)) == 2
 

@@ -72,9 +72,16 @@ def validation_message(config: dict) -> str:
         detail = str(error).removeprefix("invalid training config: ")
         items = "\n".join(f"- {text(part)}" for part in detail.split("; "))
         return f"**Fix before queueing:**\n\n{items}"
+    from srpo.config import make_config
+    from srpo.explain import explain, explain_markdown
+
+    # Parameters are counted only for the shipped weights: reading a user-given model_path
+    # here would tell the caller whether that path exists.
+    plan = explain(make_config(checked), count=checked["model_path"] is None)
+    summary = explain_markdown(plan, escape=text)
     return (
         f"✓ Valid: {text(checked['method'])} on {text(checked['model'])}, "
-        f"{checked['steps']} steps, {len(checked['prompts'] or [])} prompts."
+        f"{checked['steps']} steps, {len(checked['prompts'] or [])} prompts.\n\n{summary}"
     )
 
 
