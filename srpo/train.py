@@ -199,7 +199,7 @@ def train(
         "control_words": {"positive": config.positive_words, "negative": config.negative_words},
         "seed": config.seed,
     }
-    session = _Session(accelerator, output, generator, config, optimizer, manifest, callbacks)
+    session = RunReporter(accelerator, output, generator, config, optimizer, manifest, callbacks)
 
     def cancel_requested() -> bool:
         wanted = main and any(c.should_cancel() for c in callbacks)
@@ -254,7 +254,7 @@ def train(
 
 
 @dataclass
-class _Session:
+class RunReporter:
     """What the loop reports to: callbacks, TensorBoard, the checkpoint and sample folders."""
 
     accelerator: object

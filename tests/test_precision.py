@@ -89,6 +89,9 @@ def test_lora_under_bf16_keeps_the_base_bf16_and_trains_fp32_adapters(folders, t
     frozen = [p for p in generator.transformer.parameters() if not p.requires_grad]
     assert params and {p.dtype for p in params} == {torch.float32}
     assert frozen and {p.dtype for p in frozen} == {torch.bfloat16}
+    cond = generator.encode_prompts(["a red circle"])
+    generator.velocity(generator.noise(1), torch.tensor([0.5]), cond).square().mean().backward()
+    assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in params)
 
 
 class Exact:
