@@ -309,6 +309,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "batch_size": 8,
         "steps": 40,
         "checkpoint_every": 10,
+        "sample_every": 10,
         "eval_prompts": TINY_PROMPTS[:4],
     },
     "flux-lora-1gpu": {
