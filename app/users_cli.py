@@ -18,11 +18,11 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from app.errors import StudioError
-from app.models import Role, User
-from app.settings import Settings, get_settings
-from app.startup import prepare
-from app.users import create_user
+from app.core.errors import StudioError
+from app.core.models import Role, User
+from app.core.settings import Settings, get_settings
+from app.core.startup import prepare
+from app.core.users import create_user
 
 
 def register(commands: argparse._SubParsersAction) -> None:

@@ -37,12 +37,12 @@ import httpx
 from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.orm import Session
 
-from app.arena import pair_key
-from app.db import Database
-from app.models import Campaign, CampaignState, Comparison, Role, SampleImage, User, Vote
-from app.settings import Settings
-from app.startup import prepare
-from app.users import create_token, hash_password
+from app.core.arena import pair_key
+from app.core.db import Database
+from app.core.models import Campaign, CampaignState, Comparison, Role, SampleImage, User, Vote
+from app.core.settings import Settings
+from app.core.startup import prepare
+from app.core.users import create_token, hash_password
 
 ROOT = Path(__file__).resolve().parents[1]
 ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"

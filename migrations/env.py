@@ -7,10 +7,10 @@ from logging.config import fileConfig
 from alembic import context
 from sqlalchemy import Connection, text
 
-from app.db import make_engine
-from app.migrate import include_name
-from app.models import Base
-from app.settings import get_settings
+from app.core.db import make_engine
+from app.core.migrate import include_name
+from app.core.models import Base
+from app.core.settings import get_settings
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logger", True):

@@ -8,8 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from app import arena_stats as st
-from app.arena_stats import Comparison
+from app.core import arena_stats as st
+from app.core.arena_stats import Comparison
 
 TRUE = {"base": 0.0, "step10": 0.7, "step20": 1.2, "step40": -0.5}
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from app.settings import Settings, get_settings
+from app.core.settings import Settings, get_settings
 
 
 def test_defaults_are_the_embedded_mode(monkeypatch, tmp_path) -> None:

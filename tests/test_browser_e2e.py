@@ -22,8 +22,8 @@ import pytest
 from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
 from sqlalchemy import select
 
-from app.db import Database
-from app.models import (
+from app.core.db import Database
+from app.core.models import (
     Campaign,
     CampaignState,
     Checkpoint,
@@ -34,7 +34,7 @@ from app.models import (
     SampleImage,
     Vote,
 )
-from app.storage import resolve
+from app.core.storage import resolve
 from app.web.factory import create_app
 from tests.web_support import PASSWORD, add_account, serve, user_id, web_settings
 from worker.embedded import EmbeddedWorker

@@ -13,10 +13,10 @@ import pytest
 from argon2 import PasswordHasher
 from sqlalchemy import select
 
-from app.db import database
-from app.models import Role, User
-from app.settings import Settings
-from app.users import authenticate
+from app.core.db import database
+from app.core.models import Role, User
+from app.core.settings import Settings
+from app.core.users import authenticate
 from srpo.cli import main
 
 SRPO = Path(sys.executable).with_name("srpo")

@@ -11,7 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 from starlette.routing import Mount
 
-from app.models import Role
+from app.core.models import Role
 from app.web.factory import create_app
 from tests.web_support import PASSWORD, add_account, stored_checkpoint, web_settings
 

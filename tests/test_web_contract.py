@@ -14,7 +14,7 @@ from gradio_client.exceptions import AppError
 from PIL import Image
 from sqlalchemy import func, select
 
-from app.models import Job, RewardPreset, Role, Vote
+from app.core.models import Job, RewardPreset, Role, Vote
 from app.web.factory import create_app
 from tests.web_support import (
     add_account,
@@ -195,11 +195,13 @@ def test_train_form_validates_queues_and_refuses_bad_prompt_files(served):
     bad = list(rest)
     bad[3] = 0
     with pytest.raises(AppError, match="steps"):
-        client.predict("bad job", advanced, *bad, api_name="/train_submit")
+        client.predict("tiny-demo", "bad job", advanced, *bad, api_name="/train_submit")
     with pytest.raises(AppError, match="YAML"):
-        client.predict("bad yaml", "steps: [", *rest, api_name="/train_submit")
+        client.predict("tiny-demo", "bad yaml", "steps: [", *rest, api_name="/train_submit")
     assert count(db, Job) == before
-    message, table, _ = client.predict("good job", advanced, *rest, api_name="/train_submit")
+    message, table, _ = client.predict(
+        "tiny-demo", "good job", advanced, *rest, api_name="/train_submit"
+    )
     assert "Queued job" in message or "saved but not yet queued" in message
     assert count(db, Job) == before + 1
     assert "good job" in [row[1] for row in table["data"]]

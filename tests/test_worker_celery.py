@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from app.settings import Settings
+from app.core.dispatch import GRID_TASK, PAIRS_TASK, TRAIN_TASK, client
+from app.core.settings import Settings
 from worker.celery_app import make_celery
-from worker.tasks import GRID_TASK, PAIRS_TASK, TRAIN_TASK
+from worker.tasks import settings_of
 
 
 def test_tasks_are_durable_and_routed_to_the_gpu_queue(tmp_path) -> None:
@@ -18,16 +19,17 @@ def test_tasks_are_durable_and_routed_to_the_gpu_queue(tmp_path) -> None:
         assert celery.amqp.router.route({}, name)["queue"].name == "gpu-node"
 
 
-def _settings_of(task) -> Settings:
-    (found,) = [
-        c.cell_contents for c in task.run.__closure__ if isinstance(c.cell_contents, Settings)
-    ]
-    return found
-
-
 def test_two_apps_keep_their_own_settings(tmp_path) -> None:
     first_settings, second_settings = (Settings(data_dir=tmp_path / n) for n in "ab")
     first, second = make_celery(first_settings), make_celery(second_settings)
     for name in (TRAIN_TASK, PAIRS_TASK, GRID_TASK):
-        assert _settings_of(first.tasks[name]) is first_settings
-        assert _settings_of(second.tasks[name]) is second_settings
+        assert settings_of(first.tasks[name]) is first_settings
+        assert settings_of(second.tasks[name]) is second_settings
+
+
+def test_the_studio_sends_through_a_client_without_the_workers_tasks(tmp_path) -> None:
+    settings = Settings(data_dir=tmp_path, gpu_queue="gpu-node", broker_url="redis://h:1/2")
+    sender = client(settings)
+    assert sender.conf.broker_url == "redis://h:1/2"
+    assert not {TRAIN_TASK, PAIRS_TASK, GRID_TASK} & set(sender.tasks)
+    assert sender.amqp.router.route({}, TRAIN_TASK)["queue"].name == "gpu-node"

@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from app.errors import NotFound
-from app.storage import relative, resolve
+from app.core.errors import NotFound
+from app.core.storage import relative, resolve
 from worker.process import kill_group
 from worker.supervisor import training_command
 

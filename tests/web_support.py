@@ -16,13 +16,13 @@ from fastapi import FastAPI
 from PIL import Image
 from sqlalchemy import select
 
-from app import jobs, records
-from app.arena import pair_key
-from app.db import Database
-from app.models import Campaign, CampaignState, Checkpoint, Comparison, Role, User
-from app.settings import Settings
-from app.storage import job_dir
-from app.users import create_token, create_user
+from app.core import jobs, outputs
+from app.core.arena import pair_key
+from app.core.db import Database
+from app.core.models import Campaign, CampaignState, Checkpoint, Comparison, Role, User
+from app.core.settings import Settings
+from app.core.storage import job_dir
+from app.core.users import create_token, create_user
 from srpo.config import preset
 
 PASSWORD = "correct-horse-battery"
@@ -60,6 +60,7 @@ def web_settings(folder: Path, **extra) -> Settings:
 def tiny_config(**overrides) -> dict:
     """The tiny demo preset at a few cheap steps."""
     options = {"steps": 2, "rollout_steps": 2, "batch_size": 1, "checkpoint_every": 1}
+    options["sample_every"] = 0  # the preset renders grids every 10 steps; these jobs none
     return preset("tiny-demo", **{**options, **overrides}).model_dump(mode="json")
 
 
@@ -73,7 +74,7 @@ def stored_checkpoint(db: Database, settings: Settings, step: int = 1) -> tuple[
     (folder / "manifest.json").write_text("{}")
     files = {"pytorch_lora_weights.safetensors": hashlib.sha256(weights).hexdigest()}
     db.write(
-        lambda s: records.record_checkpoint(
+        lambda s: outputs.record_checkpoint(
             s, settings.storage, job_id, folder, step, "lora", files
         )
     )
@@ -93,7 +94,7 @@ def ready_campaign(
         path = folder / f"{model.replace(':', '-')}-{n}.png"
         Image.new("RGB", (16, 16), colour).save(path)
         return db.write(
-            lambda s: records.record_sample(
+            lambda s: outputs.record_sample(
                 s, settings.storage, path, model=model, prompt="a red circle", seed=n, size=(16, 16)
             )
         )

@@ -9,8 +9,8 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from app.settings import get_settings
-from app.startup import prepare
+from app.core.settings import get_settings
+from app.core.startup import prepare
 from worker.celery_app import make_celery
 
 

@@ -1,7 +1,7 @@
 """The trainer callback that writes progress, metrics, samples and checkpoints to the database.
 
 It runs on the main process only. Every write is guarded by the job's lease: if the lease is
-gone (the job was reaped and may run elsewhere), :class:`app.jobs.LeaseLost` is raised, which
+gone (the job was reaped and may run elsewhere), :class:`app.core.jobs.LeaseLost` is raised, which
 stops training at once, without saving, so two runs never write the same job.
 """
 
@@ -15,10 +15,10 @@ import torch
 from PIL import Image
 from sqlalchemy.orm import Session
 
-from app import jobs, records
-from app.db import Database
-from app.jobs import Lease, LeaseLost, LeaseStatus
-from app.settings import Settings
+from app.core import jobs, outputs
+from app.core.db import Database
+from app.core.jobs import Lease, LeaseLost, LeaseStatus
+from app.core.settings import Settings
 from srpo.checkpoints import Checkpoint
 from srpo.train import Callback, Progress, Samples
 
@@ -42,13 +42,13 @@ class StudioCallback(Callback):
 
         def work(session: Session) -> None:
             jobs.record_progress(session, self.lease, values)
-            records.record_metric(session, self.lease.job_id, progress.step, vars(progress))
+            outputs.record_metric(session, self.lease.job_id, progress.step, vars(progress))
 
         self._write(work)
 
     def on_checkpoint(self, checkpoint: Checkpoint) -> None:
         self._write(
-            lambda session: records.record_checkpoint(
+            lambda session: outputs.record_checkpoint(
                 session,
                 self.settings.storage,
                 self.lease.job_id,
@@ -71,7 +71,7 @@ class StudioCallback(Callback):
 
         def work(session: Session) -> None:
             for path, prompt, seed, size in saved:
-                records.record_sample(
+                outputs.record_sample(
                     session,
                     self.settings.storage,
                     path,

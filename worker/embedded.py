@@ -12,9 +12,9 @@ import threading
 
 from celery.worker import WorkController
 
-from app.db import database
-from app.maintenance import Maintenance
-from app.settings import Settings
+from app.core.db import database
+from app.core.maintenance import Maintenance
+from app.core.settings import Settings
 from worker.celery_app import make_celery
 
 

@@ -16,12 +16,12 @@ import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
-from app import jobs, records
-from app.db import Database
-from app.jobs import Lease, LeaseLost
-from app.models import Job, JobState
-from app.settings import Settings, get_settings
-from app.storage import resolve
+from app.core import jobs, outputs
+from app.core.db import Database
+from app.core.jobs import Lease, LeaseLost
+from app.core.models import Job, JobState
+from app.core.settings import Settings, get_settings
+from app.core.storage import resolve
 from worker.process import die_with_parent
 
 LEASE_LOST = 75
@@ -33,14 +33,14 @@ def register_checkpoints(db: Database, settings: Settings, job_id: int, output: 
     died between saving one and recording it); returns how many were added."""
     from srpo.checkpoints import verify
 
-    known = db.write(lambda s: records.checkpoint_steps(s, job_id), settings.db_retry_seconds)
+    known = db.write(lambda s: outputs.checkpoint_steps(s, job_id), settings.db_retry_seconds)
     added = 0
     for folder in sorted((output / "checkpoints").glob("step-*")):
         checkpoint = verify(folder)
         if checkpoint is None or checkpoint.step in known:
             continue
         db.write(
-            lambda s, c=checkpoint: records.record_checkpoint(
+            lambda s, c=checkpoint: outputs.record_checkpoint(
                 s, settings.storage, job_id, c.path, c.step, c.format, c.manifest["files"]
             ),
             settings.db_retry_seconds,

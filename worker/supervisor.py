@@ -22,12 +22,12 @@ from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from app import jobs
-from app.db import Database, is_disconnect
-from app.jobs import Lease, LeaseStatus
-from app.models import Job, JobRun, JobState
-from app.settings import Settings
-from app.storage import relative, resolve
+from app.core import jobs
+from app.core.db import Database, is_disconnect
+from app.core.jobs import Lease, LeaseStatus
+from app.core.models import Job, JobRun, JobState
+from app.core.settings import Settings
+from app.core.storage import relative, resolve
 from worker.process import die_with_parent, kill_group
 
 log = logging.getLogger("srpo.worker")

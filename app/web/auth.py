@@ -23,9 +23,9 @@ import anyio
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 from sqlalchemy import select
 
-from app.db import Database
-from app.models import Role, User
-from app.users import user_for_token
+from app.core.db import Database
+from app.core.models import Role, User
+from app.core.users import user_for_token
 
 SESSION_COOKIE = "srpo_session"
 SESSION_SECONDS = 12 * 3600

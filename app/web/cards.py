@@ -1,36 +1,15 @@
-"""Model cards and loading snippets for checkpoints, and their stored evaluations."""
+"""Model cards (Markdown) and diffusers loading snippets for checkpoints: what the Checkpoints
+tab and ``GET /api/v1/checkpoints/{id}/model-card`` show. Evaluations are stored by
+:mod:`app.core.evaluations`."""
 
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 from typing import Any
 
 import yaml
 
-from app.models import Checkpoint
-from app.settings import Settings
-
-
-def evaluation_path(settings: Settings, checkpoint_id: int) -> Path:
-    """Where a checkpoint's evaluation result is kept (beside, never inside, the checkpoint)."""
-    return settings.storage / "evaluations" / f"checkpoint-{checkpoint_id}.json"
-
-
-def load_evaluation(settings: Settings, checkpoint_id: int) -> dict[str, Any] | None:
-    """The stored evaluation of a checkpoint, if it was evaluated."""
-    path = evaluation_path(settings, checkpoint_id)
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
-def save_evaluation(settings: Settings, checkpoint_id: int, result: dict[str, Any]) -> None:
-    """Store a checkpoint's evaluation atomically."""
-    path = evaluation_path(settings, checkpoint_id)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(result, indent=2))
-    os.replace(tmp, path)
+from app.core.models import Checkpoint
 
 
 def diffusers_snippet(found: Checkpoint, config: dict[str, Any]) -> str:

@@ -10,9 +10,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
-from app.errors import StudioError
-from app.settings import Settings, get_settings
-from app.startup import prepare
+from app.core.errors import StudioError
+from app.core.settings import Settings, get_settings
+from app.core.startup import prepare
 from app.web import api, pages
 from app.web.auth import Authenticator, AuthMiddleware, Principal
 from app.web.context import Studio

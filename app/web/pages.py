@@ -9,8 +9,8 @@ import anyio
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 
-from app.models import Role
-from app.users import authenticate
+from app.core.models import Role
+from app.core.users import authenticate
 from app.web.auth import PRINCIPAL_KEY, SESSION_COOKIE, SESSION_SECONDS
 
 STATIC = Path(__file__).resolve().parents[2] / "static"

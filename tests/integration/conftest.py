@@ -19,8 +19,8 @@ import pytest
 import redis
 from sqlalchemy import create_engine, text
 
-from app.settings import Settings
-from app.startup import prepare
+from app.core.settings import Settings
+from app.core.startup import prepare
 
 PG_ADMIN_URL = os.environ.get(
     "SRPO_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"

@@ -12,11 +12,11 @@ import pytest
 import redis
 from sqlalchemy import func, select
 
-from app import queue
-from app.errors import BrokerUnavailable, StudioError
-from app.maintenance import maintain_once
-from app.models import Job, JobState
-from app.startup import prepare
+from app.core import submission
+from app.core.errors import BrokerUnavailable, StudioError
+from app.core.maintenance import maintain_once
+from app.core.models import Job, JobState
+from app.core.startup import prepare
 from tests.integration.conftest import distributed_settings
 from tests.integration.test_worker_embedded import tiny_job
 
@@ -75,7 +75,7 @@ def test_a_job_submitted_while_the_broker_is_down_is_queued_when_it_returns(
     settings = distributed_settings(tmp_path, postgres_url, gate.url)
     db = prepare(settings)
     with pytest.raises(BrokerUnavailable, match=r"saved but not yet queued.*unreachable"):
-        queue.submit_job(db, settings, tiny_job(), name="while down")
+        submission.submit_job(db, settings, tiny_job(), name="while down")
     with db.session() as session:
         job = session.scalar(select(Job).where(Job.name == "while down"))
         assert job.state == JobState.QUEUED and job.dispatched_at is None
@@ -103,5 +103,5 @@ def test_bad_input_is_refused_before_the_broker_is_asked(tmp_path, postgres_url)
     db = prepare(settings)
     before = db.write(lambda s: s.scalar(select(func.count()).select_from(Job)))
     with pytest.raises(StudioError, match="steps"):
-        queue.submit_job(db, settings, tiny_job() | {"steps": -5})
+        submission.submit_job(db, settings, tiny_job() | {"steps": -5})
     assert db.write(lambda s: s.scalar(select(func.count()).select_from(Job))) == before

@@ -8,13 +8,13 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import func, select, update
 
-from app import jobs
-from app.db import database
-from app.errors import Conflict, StudioError
-from app.jobs import LeaseLost, LeaseStatus
-from app.models import Job, JobRun, JobState, RunOutcome, utcnow
-from app.settings import Settings
-from app.startup import prepare
+from app.core import jobs
+from app.core.db import database
+from app.core.errors import Conflict, StudioError
+from app.core.jobs import LeaseLost, LeaseStatus
+from app.core.models import Job, JobRun, JobState, RunOutcome, utcnow
+from app.core.settings import Settings
+from app.core.startup import prepare
 from srpo.config import preset
 from tests.integration.conftest import distributed_settings
 

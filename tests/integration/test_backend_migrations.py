@@ -9,9 +9,9 @@ import sys
 import pytest
 from sqlalchemy import inspect
 
-from app import migrate
-from app.db import Database
-from app.models import Base
+from app.core import migrate
+from app.core.db import Database
+from app.core.models import Base
 from tests.integration.conftest import new_postgres_database
 
 

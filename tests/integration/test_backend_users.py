@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import func, select
 
-from app.db import database
-from app.errors import Conflict, StudioError
-from app.models import ApiToken, Role, User
-from app.settings import Settings
-from app.startup import prepare
-from app.users import authenticate, create_token, create_user, revoke_token, user_for_token
+from app.core.db import database
+from app.core.errors import Conflict, StudioError
+from app.core.models import ApiToken, Role, User
+from app.core.settings import Settings
+from app.core.startup import prepare
+from app.core.users import authenticate, create_token, create_user, revoke_token, user_for_token
 
 
 def test_passwords_are_hashed_and_checked(sqlite_settings) -> None:

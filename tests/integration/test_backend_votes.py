@@ -8,11 +8,11 @@ from collections import Counter
 import pytest
 from sqlalchemy import func, select
 
-from app import arena
-from app.errors import Conflict, Forbidden, NotFound, StudioError
-from app.models import Campaign, CampaignState, Comparison, Role, SampleImage, User, Vote
-from app.startup import prepare
-from app.users import hash_password
+from app.core import arena
+from app.core.errors import Conflict, Forbidden, NotFound, StudioError
+from app.core.models import Campaign, CampaignState, Comparison, Role, SampleImage, User, Vote
+from app.core.startup import prepare
+from app.core.users import hash_password
 from tests.integration.conftest import RUN, distributed_settings
 
 RATERS, PAIRS = 50, 20

@@ -14,10 +14,11 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import select
 
-from app import arena, jobs, queue, storage
-from app.db import Database
-from app.errors import Conflict
-from app.models import (
+from app.core import arena, dispatch, jobs, storage, submission
+from app.core.db import Database
+from app.core.dispatch import GRID_TASK, PAIRS_TASK
+from app.core.errors import Conflict
+from app.core.models import (
     Campaign,
     CampaignState,
     Checkpoint,
@@ -28,13 +29,12 @@ from app.models import (
     Role,
     SampleImage,
 )
-from app.settings import Settings
-from app.startup import prepare
-from app.users import create_user
+from app.core.settings import Settings
+from app.core.startup import prepare
+from app.core.users import create_user
 from srpo.config import preset
 from srpo.files import sha256_file
 from worker.embedded import EmbeddedWorker
-from worker.tasks import GRID_TASK, PAIRS_TASK
 
 TIMEOUT = 150.0
 
@@ -42,6 +42,7 @@ TIMEOUT = 150.0
 def tiny_job(**overrides) -> dict:
     """The tiny demo at a few steps: seconds on a CPU."""
     options = {"steps": 4, "rollout_steps": 2, "batch_size": 1, "checkpoint_every": 2}
+    options["sample_every"] = 0  # the preset renders grids every 10 steps; these jobs none
     return preset("tiny-demo", **{**options, **overrides}).model_dump(mode="json")
 
 
@@ -85,7 +86,7 @@ def embedded(tmp_path_factory) -> Iterator[tuple[Settings, Database]]:
 def finished_job(embedded) -> int:
     """A tiny job trained to the end by the embedded worker."""
     settings, db = embedded
-    job_id = queue.submit_job(
+    job_id = submission.submit_job(
         db, settings, tiny_job(sample_every=2, eval_prompts=["a red circle"], eval_seeds=[0, 1])
     )
     wait_for(lambda: job_state(db, job_id), what=f"job {job_id} to succeed")
@@ -136,7 +137,7 @@ def test_a_campaign_renders_blind_pairs_and_takes_one_vote_each(embedded, finish
         return campaign.id, create_user(session, "rita", "correct horse", Role.RATER).id
 
     campaign_id, rater_id = db.write(setup)
-    queue.send(settings, PAIRS_TASK, [campaign_id])
+    dispatch.send(settings, PAIRS_TASK, [campaign_id])
 
     def ready(session=None):
         with db.session() as session:
@@ -171,7 +172,7 @@ def test_a_checkpoint_grid_is_rendered(embedded, finished_job) -> None:
         checkpoint = session.scalar(
             select(Checkpoint).where(Checkpoint.job_id == finished_job, Checkpoint.step == 2)
         )
-    queue.send(settings, GRID_TASK, [checkpoint.id])
+    dispatch.send(settings, GRID_TASK, [checkpoint.id])
     grid = storage.job_dir(settings.storage, finished_job) / "grids" / "step-000002.png"
     wait_for(grid.is_file, what="the grid")
     with db.session() as session:
@@ -183,7 +184,7 @@ def test_a_checkpoint_grid_is_rendered(embedded, finished_job) -> None:
 
 def test_cancel_checkpoints_and_stops_a_running_job(embedded) -> None:
     settings, db = embedded
-    job_id = queue.submit_job(db, settings, tiny_job(steps=500, checkpoint_every=1000))
+    job_id = submission.submit_job(db, settings, tiny_job(steps=500, checkpoint_every=1000))
 
     def started():
         with db.session() as session:
@@ -200,7 +201,7 @@ def test_cancel_checkpoints_and_stops_a_running_job(embedded) -> None:
 
 def test_a_two_process_job_runs_under_accelerate(embedded) -> None:
     settings, db = embedded
-    job_id = queue.submit_job(db, settings, tiny_job(steps=2), num_processes=2)
+    job_id = submission.submit_job(db, settings, tiny_job(steps=2), num_processes=2)
     wait_for(lambda: job_state(db, job_id), what="the two-process job")
     with db.session() as session:
         job = session.get(Job, job_id)

@@ -10,11 +10,11 @@ import time
 
 from sqlalchemy import create_engine, select, text
 
-from app import queue, storage
-from app.db import Database
-from app.maintenance import Maintenance
-from app.models import Checkpoint, Job, JobMetric, JobRun, JobState, RunOutcome, utcnow
-from app.startup import prepare
+from app.core import storage, submission
+from app.core.db import Database
+from app.core.maintenance import Maintenance
+from app.core.models import Checkpoint, Job, JobMetric, JobRun, JobState, RunOutcome, utcnow
+from app.core.startup import prepare
 from srpo.files import sha256_file
 from tests.integration.conftest import PG_ADMIN_URL, distributed_settings, start_worker, stop
 from tests.integration.test_worker_embedded import tiny_job, wait_for
@@ -60,7 +60,7 @@ def test_sigkill_of_the_worker_resumes_the_job_on_another_worker(
     reaper.start()
     try:
         config = tiny_job(steps=8, checkpoint_every=1, lora={"rank": 4, "alpha": 4})
-        job_id = queue.submit_job(db, settings, config)
+        job_id = submission.submit_job(db, settings, config)
         wait_for(lambda: _job(db, job_id).step >= 3, what="three steps")
         with db.session() as session:
             (first,) = session.scalars(select(JobRun).where(JobRun.job_id == job_id)).all()
@@ -119,7 +119,7 @@ def test_the_job_finishes_when_postgres_drops_every_connection(
     db = prepare(settings)
     worker = start_worker(settings, "pg", tmp_path / "worker.log")
     try:
-        job_id = queue.submit_job(db, settings, tiny_job(steps=10, checkpoint_every=2))
+        job_id = submission.submit_job(db, settings, tiny_job(steps=10, checkpoint_every=2))
         wait_for(lambda: _job(db, job_id).step >= 2, what="two steps")
         name = empty_postgres_url.rsplit("/", 1)[1]
         assert _outage(name, 3.0) >= 2  # the worker's and the trainer's connections

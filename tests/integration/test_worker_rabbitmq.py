@@ -7,10 +7,10 @@ import uuid
 
 from kombu import Connection, Queue
 
-from app import queue
-from app.models import Job, JobState
-from app.settings import Settings
-from app.startup import prepare
+from app.core import submission
+from app.core.models import Job, JobState
+from app.core.settings import Settings
+from app.core.startup import prepare
 from tests.integration.test_worker_embedded import job_state, tiny_job, wait_for
 from worker.embedded import EmbeddedWorker
 
@@ -29,7 +29,7 @@ def test_a_job_runs_over_rabbitmq(tmp_path) -> None:
     db = prepare(settings)
     try:
         with EmbeddedWorker(settings, maintenance=False):
-            job_id = queue.submit_job(db, settings, tiny_job(steps=1))
+            job_id = submission.submit_job(db, settings, tiny_job(steps=1))
             wait_for(lambda: job_state(db, job_id), what="the job over RabbitMQ")
     finally:
         with Connection(RABBITMQ_URL) as connection:

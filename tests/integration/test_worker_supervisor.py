@@ -9,10 +9,10 @@ import threading
 
 from sqlalchemy import select
 
-from app import jobs
-from app.models import Job, JobRun, JobState, RunOutcome
-from app.settings import Settings
-from app.startup import prepare
+from app.core import jobs
+from app.core.models import Job, JobRun, JobState, RunOutcome
+from app.core.settings import Settings
+from app.core.startup import prepare
 from tests.integration.test_worker_embedded import tiny_job, wait_for
 from tests.test_worker_process import _gone
 from worker.supervisor import run_training

@@ -1,25 +1,26 @@
-"""The two Gradio apps: the studio (trainers and admins) and the rating app (raters)."""
+"""The two Gradio apps: the studio (trainers and admins) and the rating app (raters).
+
+Each tab is a module (:mod:`.lab`, :mod:`.train`, :mod:`.arena`, :mod:`.checkpoints`) of
+module-level handlers and a ``build(studio)`` that only lays out components and wires
+events to them; :mod:`.common` has the helpers they share.
+"""
 
 import gradio as gr
 
-from app.models import Role
+from app.core.models import Role
 from app.web.context import Studio
 from app.web.ui import arena, checkpoints, lab, train
-from app.web.ui.common import caller, text
+from app.web.ui.common import bind, caller, text
 
 
-def _header(studio: Studio, role: Role, title: str):
-    banner = gr.HTML(elem_classes=["studio-header"])
-
-    def who(request: gr.Request) -> str:
-        user = caller(studio, request, role)
-        return (
-            f'<div class="studio-bar"><span class="brand">{title}</span><span class="who">'
-            f"Signed in as <strong>{text(user.username)}</strong> ({user.role.value}) · "
-            '<a href="/logout">Log out</a></span></div>'
-        )
-
-    return banner, who
+def banner(studio: Studio, role: Role, title: str, request: gr.Request) -> str:
+    """The page header: the app's title and who is signed in."""
+    user = caller(studio, request, role)
+    return (
+        f'<div class="studio-bar"><span class="brand">{title}</span><span class="who">'
+        f"Signed in as <strong>{text(user.username)}</strong> ({user.role.value}) · "
+        '<a href="/logout">Log out</a></span></div>'
+    )
 
 
 def build_studio(studio: Studio) -> gr.Blocks:
@@ -31,7 +32,7 @@ def build_studio(studio: Studio) -> gr.Blocks:
     opening would reset the form's verdict.
     """
     with gr.Blocks(title="SRPO Studio") as demo:
-        banner, who = _header(studio, Role.TRAINER, "SRPO Studio")
+        header = gr.HTML(elem_classes=["studio-header"])
         with gr.Tabs():
             with gr.Tab("Reward Lab", id="lab") as lab_tab:
                 lab_lists = lab.build(studio)
@@ -41,7 +42,7 @@ def build_studio(studio: Studio) -> gr.Blocks:
                 arena_lists = arena.build(studio)
             with gr.Tab("Checkpoints", id="checkpoints") as checkpoints_tab:
                 checkpoint_lists = checkpoints.build(studio)
-        demo.load(who, None, [banner])
+        demo.load(bind(banner, studio, Role.TRAINER, "SRPO Studio"), None, [header])
         for refresh, outputs in (lab_lists, train_lists, arena_lists, checkpoint_lists):
             demo.load(refresh, None, outputs)
         for tab, (refresh, outputs) in (
@@ -56,8 +57,8 @@ def build_studio(studio: Studio) -> gr.Blocks:
 def build_rater(studio: Studio) -> gr.Blocks:
     """The raters' app: blind voting and nothing else."""
     with gr.Blocks(title="SRPO Studio: rate") as demo:
-        banner, who = _header(studio, Role.RATER, "SRPO Studio · Arena")
+        header = gr.HTML(elem_classes=["studio-header"])
         refresh, outputs = arena.build_voting(studio, Role.RATER)
-        demo.load(who, None, [banner])
+        demo.load(bind(banner, studio, Role.RATER, "SRPO Studio · Arena"), None, [header])
         demo.load(refresh, None, outputs)
     return demo

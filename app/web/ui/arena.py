@@ -1,4 +1,10 @@
-"""Arena: campaigns, blind voting (also the raters' whole app), results and export."""
+"""Arena: campaigns, blind voting (also the raters' whole app), results and export.
+
+Handlers: :func:`next_pair` and :func:`vote` (blind voting, for raters and trainers),
+:func:`create_campaign`, :func:`show_results`, :func:`export`, :func:`refresh_voting` and
+:func:`refresh`. Campaigns, votes and results are the core's (:mod:`app.core.arena`,
+:mod:`app.core.arena_results`); the pairs' images are rendered by the worker.
+"""
 
 import tempfile
 from pathlib import Path
@@ -8,15 +14,13 @@ import pandas as pd
 from PIL import Image
 from sqlalchemy import select
 
-from app import arena, queue
-from app.errors import StudioError
-from app.models import Campaign, CampaignState, Role, SampleImage, User
-from app.storage import resolve
-from app.web import results
+from app.core import arena, arena_results, dispatch
+from app.core.errors import StudioError
+from app.core.models import Campaign, CampaignState, Role, SampleImage, User
+from app.core.storage import resolve
 from app.web.context import Studio
-from app.web.ui.common import Refresh, caller, friendly, ident, lines, text
+from app.web.ui.common import Refresh, bind, caller, friendly, ident, lines, text
 from app.web.ui.lab import model_choices
-from worker.tasks import PAIRS_TASK
 
 CHOICES = (("Left", "left"), ("Right", "right"), ("Tie", "tie"), ("Both bad", "both_bad"))
 
@@ -59,8 +63,133 @@ def _image(studio: Studio, session, image_id: int) -> Image.Image:
     return rgb.resize((rgb.width * 4, rgb.height * 4), Image.NEAREST)
 
 
+@friendly
+def next_pair(studio: Studio, role: Role, campaign_id, chosen, request: gr.Request):
+    """A blind pair of the campaign the caller has not judged on ``chosen`` yet."""
+    who = caller(studio, request, role)
+    if campaign_id is None:
+        raise StudioError("choose a campaign open for votes")
+    with studio.db.session() as session:
+        found = arena_results.campaign(session, ident(campaign_id, "campaign"))
+        if chosen not in found.criteria:
+            raise StudioError(f"criterion: this campaign asks about {', '.join(found.criteria)}")
+        pair = arena.next_pair(session, found.id, session.get(User, who.id), chosen)
+        if pair is None:
+            done = f"You have judged every pair of “{text(found.name)}” for {text(chosen)}."
+            return None, "", None, None, done
+        return (
+            pair.id,
+            pair.prompt,
+            _image(studio, session, pair.left_image_id),
+            _image(studio, session, pair.right_image_id),
+            f"Which image is better for **{text(chosen)}**?",
+        )
+
+
+@friendly
+def vote(
+    studio: Studio, role: Role, choice: str, current, campaign_id, chosen, request: gr.Request
+):
+    """Store the caller's ``choice`` on the pair on screen, then show the next pair."""
+    who = caller(studio, request, role)
+    if current is None:
+        raise StudioError("no pair on screen: press Next pair")
+
+    def store(session) -> int:
+        return arena.cast_vote(session, who.id, ident(current, "pair"), chosen, choice)
+
+    studio.db.write(store)
+    return next_pair(studio, role, campaign_id, chosen, request)
+
+
+def refresh_voting(studio: Studio, role: Role, request: gr.Request):
+    """The campaigns open for votes."""
+    caller(studio, request, role)
+    return gr.update(choices=campaign_choices(studio, ready_only=True))
+
+
+@friendly
+def create_campaign(
+    studio: Studio, name, chosen, prompt_text, seed_text, wanted, request: gr.Request
+):
+    """Store a campaign and send its pairs to the worker to render."""
+    from srpo.sampling import parse_seeds
+
+    who = caller(studio, request, Role.TRAINER)
+    seed_list = parse_seeds(seed_text or "")
+
+    def store(session) -> int:
+        found = arena.create_campaign(
+            session,
+            name or "",
+            list(chosen or []),
+            lines(prompt_text),
+            seed_list,
+            list(wanted or []),
+            session.get(User, who.id),
+        )
+        session.flush()
+        return found.id
+
+    campaign_id = studio.db.write(store)
+    dispatch.send(studio.settings, dispatch.PAIRS_TASK, [campaign_id])
+    return (
+        f"Created campaign {campaign_id}; its images are being rendered.",
+        campaign_table(studio),
+        gr.update(choices=campaign_choices(studio, ready_only=False), value=campaign_id),
+    )
+
+
+@friendly
+def show_results(studio: Studio, campaign_id, chosen, request: gr.Request):
+    """Win rates, Bradley-Terry scores and human-reward agreement of a campaign."""
+    caller(studio, request, Role.TRAINER)
+    if campaign_id is None:
+        raise StudioError("choose a campaign")
+    found = arena_results.results(
+        studio.db, studio.pair_scores, ident(campaign_id, "campaign"), chosen
+    )
+    agreement = found["agreement"]
+    agree = (
+        "no decided pairs yet"
+        if not agreement or not agreement["decided"]
+        else f"{agreement['rate']:.0%} of {agreement['decided']} decided pairs "
+        f"[{agreement['low']:.2f}, {agreement['high']:.2f}]"
+    )
+    text_summary = (
+        f"**{text(found['campaign'])}** · {text(found['criterion'])} · {found['votes']} "
+        f"counted votes · human-reward agreement: {agree}"
+    )
+    return text_summary, pd.DataFrame(found["win_rates"]), pd.DataFrame(found["bradley_terry"])
+
+
+@friendly
+def export(studio: Studio, fmt: str, campaign_id, request: gr.Request):
+    """The campaign's preference dataset as a ``jsonl`` or ``csv`` file to download."""
+    caller(studio, request, Role.TRAINER)
+    if campaign_id is None:
+        raise StudioError("choose a campaign")
+    with studio.db.session() as session:
+        data = arena_results.export(session, ident(campaign_id, "campaign"), fmt)
+    folder = Path(tempfile.mkdtemp(prefix="srpo-export-"))
+    path = folder / f"campaign-{ident(campaign_id, 'campaign')}-preferences.{fmt}"
+    path.write_text(data, encoding="utf-8")
+    return str(path)
+
+
+def refresh(studio: Studio, request: gr.Request):
+    """The tab's lists, re-read: models, campaigns, campaigns open for votes."""
+    caller(studio, request, Role.TRAINER)
+    return (
+        gr.update(choices=model_choices(studio)),
+        campaign_table(studio),
+        gr.update(choices=campaign_choices(studio, ready_only=False)),
+        refresh_voting(studio, Role.TRAINER, request),
+    )
+
+
 def build_voting(studio: Studio, role: Role) -> Refresh:
-    """Blind pair voting; returns (refresh function, its outputs) for the page load."""
+    """Lay out blind pair voting; returns (refresh function, its outputs) for the page load."""
     pair_id = gr.State(None)
     with gr.Row():
         campaign = gr.Dropdown([], label="Campaign", allow_custom_value=True)
@@ -77,63 +206,19 @@ def build_voting(studio: Studio, role: Role) -> Refresh:
         skip = gr.Button("Skip", variant="secondary")
     status = gr.Markdown(elem_classes=["status"])
 
-    @friendly
-    def next_pair(campaign_id, chosen, request: gr.Request):
-        who = caller(studio, request, role)
-        if campaign_id is None:
-            raise StudioError("choose a campaign open for votes")
-        with studio.db.session() as session:
-            found = results.campaign(session, ident(campaign_id, "campaign"))
-            if chosen not in found.criteria:
-                raise StudioError(
-                    f"criterion: this campaign asks about {', '.join(found.criteria)}"
-                )
-            pair = arena.next_pair(session, found.id, session.get(User, who.id), chosen)
-            if pair is None:
-                done = f"You have judged every pair of “{text(found.name)}” for {text(chosen)}."
-                return None, "", None, None, done
-            return (
-                pair.id,
-                pair.prompt,
-                _image(studio, session, pair.left_image_id),
-                _image(studio, session, pair.right_image_id),
-                f"Which image is better for **{text(chosen)}**?",
-            )
-
     pair_outputs = [pair_id, prompt, left, right, status]
-    start.click(next_pair, [campaign, criterion], pair_outputs, api_name="arena_next")
-    campaign.change(next_pair, [campaign, criterion], pair_outputs)
-
-    def voter(choice: str):
-        @friendly
-        def cast(current, campaign_id, chosen, request: gr.Request):
-            who = caller(studio, request, role)
-            if current is None:
-                raise StudioError("no pair on screen: press Next pair")
-
-            def store(session) -> int:
-                return arena.cast_vote(session, who.id, ident(current, "pair"), chosen, choice)
-
-            studio.db.write(store)
-            return next_pair(campaign_id, chosen, request)
-
-        cast.__name__ = f"vote_{choice}"
-        return cast
-
+    show_next = bind(next_pair, studio, role)
+    start.click(show_next, [campaign, criterion], pair_outputs, api_name="arena_next")
+    campaign.change(show_next, [campaign, criterion], pair_outputs)
     for button, (_, choice) in zip([*buttons, skip], [*CHOICES, ("Skip", "skip")], strict=True):
-        button.click(
-            voter(choice), [pair_id, campaign, criterion], pair_outputs, api_name=f"vote_{choice}"
-        )
-
-    def refresh(request: gr.Request):
-        caller(studio, request, role)
-        return gr.update(choices=campaign_choices(studio, ready_only=True))
-
-    return refresh, [campaign]
+        cast = bind(vote, studio, role, choice)
+        cast.__name__ = f"vote_{choice}"
+        button.click(cast, [pair_id, campaign, criterion], pair_outputs, api_name=f"vote_{choice}")
+    return bind(refresh_voting, studio, role), [campaign]
 
 
 def build(studio: Studio) -> Refresh:
-    """The studio's Arena tab: create campaigns, vote, see results, export."""
+    """Lay out the studio's Arena tab and wire its events to the handlers above."""
     with gr.Accordion("New campaign", open=True):
         with gr.Row():
             name = gr.Textbox(label="Name", max_length=200)
@@ -146,7 +231,7 @@ def build(studio: Studio) -> Refresh:
         create_status = gr.Markdown(elem_classes=["status"])
         table = gr.Dataframe(campaign_table(studio), label="Campaigns", interactive=False)
     with gr.Accordion("Vote (blind: sides are random, models hidden)", open=True):
-        vote_refresh, vote_outputs = build_voting(studio, Role.TRAINER)
+        _, vote_outputs = build_voting(studio, Role.TRAINER)
     with gr.Accordion("Results", open=True):
         with gr.Row():
             result_campaign = gr.Dropdown([], label="Campaign", allow_custom_value=True)
@@ -170,93 +255,20 @@ def build(studio: Studio) -> Refresh:
             export_csv = gr.Button("Export CSV")
         export_file = gr.File(label="Preference dataset", interactive=False, height=80)
 
-    @friendly
-    def run_create(name, chosen, prompt_text, seed_text, wanted, request: gr.Request):
-        from srpo.sampling import parse_seeds
-
-        who = caller(studio, request, Role.TRAINER)
-        seed_list = parse_seeds(seed_text or "")
-
-        def store(session) -> int:
-            found = arena.create_campaign(
-                session,
-                name or "",
-                list(chosen or []),
-                lines(prompt_text),
-                seed_list,
-                list(wanted or []),
-                session.get(User, who.id),
-            )
-            session.flush()
-            return found.id
-
-        campaign_id = studio.db.write(store)
-        queue.send(studio.settings, PAIRS_TASK, [campaign_id])
-        return (
-            f"Created campaign {campaign_id}; its images are being rendered.",
-            campaign_table(studio),
-            gr.update(choices=campaign_choices(studio, ready_only=False), value=campaign_id),
-        )
-
     create.click(
-        run_create,
+        bind(create_campaign, studio),
         [name, models, prompts, seeds, criteria],
         [create_status, table, result_campaign],
         api_name="arena_create",
     )
-
-    @friendly
-    def run_results(campaign_id, chosen, request: gr.Request):
-        caller(studio, request, Role.TRAINER)
-        if campaign_id is None:
-            raise StudioError("choose a campaign")
-        found = results.results(studio, ident(campaign_id, "campaign"), chosen)
-        agreement = found["agreement"]
-        agree = (
-            "no decided pairs yet"
-            if not agreement or not agreement["decided"]
-            else f"{agreement['rate']:.0%} of {agreement['decided']} decided pairs "
-            f"[{agreement['low']:.2f}, {agreement['high']:.2f}]"
-        )
-        text_summary = (
-            f"**{text(found['campaign'])}** · {text(found['criterion'])} · {found['votes']} "
-            f"counted votes · human-reward agreement: {agree}"
-        )
-        return text_summary, pd.DataFrame(found["win_rates"]), pd.DataFrame(found["bradley_terry"])
-
     show.click(
-        run_results,
+        bind(show_results, studio),
         [result_campaign, result_criterion],
         [summary, rates, scores],
         api_name="arena_results",
     )
-
-    def exporter(fmt: str):
-        @friendly
-        def run_export(campaign_id, request: gr.Request):
-            caller(studio, request, Role.TRAINER)
-            if campaign_id is None:
-                raise StudioError("choose a campaign")
-            with studio.db.session() as session:
-                data = results.export(session, ident(campaign_id, "campaign"), fmt)
-            folder = Path(tempfile.mkdtemp(prefix="srpo-export-"))
-            path = folder / f"campaign-{ident(campaign_id, 'campaign')}-preferences.{fmt}"
-            path.write_text(data, encoding="utf-8")
-            return str(path)
-
+    for button, fmt in ((export_jsonl, "jsonl"), (export_csv, "csv")):
+        run_export = bind(export, studio, fmt)
         run_export.__name__ = f"export_{fmt}"
-        return run_export
-
-    export_jsonl.click(exporter("jsonl"), [result_campaign], [export_file], api_name="arena_jsonl")
-    export_csv.click(exporter("csv"), [result_campaign], [export_file], api_name="arena_csv")
-
-    def refresh(request: gr.Request):
-        caller(studio, request, Role.TRAINER)
-        return (
-            gr.update(choices=model_choices(studio)),
-            campaign_table(studio),
-            gr.update(choices=campaign_choices(studio, ready_only=False)),
-            vote_refresh(request),
-        )
-
-    return refresh, [models, table, result_campaign, *vote_outputs]
+        button.click(run_export, [result_campaign], [export_file], api_name=f"arena_{fmt}")
+    return bind(refresh, studio), [models, table, result_campaign, *vote_outputs]

@@ -1,16 +1,23 @@
-"""Checkpoints tab: steps, rewards, judged metrics, downloads, model cards, loading snippets."""
+"""Checkpoints tab: steps, rewards, judged metrics, downloads, model cards, loading snippets.
+
+Handlers: :func:`show`, :func:`evaluate` and :func:`refresh`. The rows are the core's
+(:mod:`app.core.reads`), evaluations are stored by :mod:`app.core.evaluations`, the card and
+snippet are :mod:`app.web.cards`.
+"""
 
 import html
 
 import gradio as gr
 import pandas as pd
 
-from app.errors import StudioError
-from app.models import Job, Role
-from app.storage import resolve
-from app.web import cards, queries, results
+from app.core import arena_results, reads
+from app.core.errors import StudioError
+from app.core.evaluations import load_evaluation, save_evaluation
+from app.core.models import Job, Role
+from app.core.storage import resolve
+from app.web import cards
 from app.web.context import Studio
-from app.web.ui.common import Refresh, caller, friendly, ident
+from app.web.ui.common import Refresh, bind, caller, friendly, ident
 
 EVAL_PROMPTS = 16
 JUDGED = ("prompt_fidelity", "judged_positive_rate", "judged_negative_rate")
@@ -19,11 +26,11 @@ JUDGED = ("prompt_fidelity", "judged_positive_rate", "judged_negative_rate")
 def checkpoint_table(studio: Studio) -> pd.DataFrame:
     """Every checkpoint with its training reward and, once evaluated, judged metrics."""
     with studio.db.session() as session:
-        rows = queries.checkpoint_rows(session)
-        arena = {r["id"]: results.checkpoint_arena(session, r["id"]) for r in rows}
+        rows = reads.checkpoint_rows(session)
+        arena = {r["id"]: arena_results.checkpoint_arena(session, r["id"]) for r in rows}
     table = []
     for r in rows:
-        evaluation = cards.load_evaluation(studio.settings, r["id"]) or {}
+        evaluation = load_evaluation(studio.settings, r["id"]) or {}
         tuned = evaluation.get("finetuned", {})
         wins = "; ".join(
             f"{a['criterion']} {a['rate']:.0%} ({a['n']})" for a in arena[r["id"]] if a["n"]
@@ -45,12 +52,63 @@ def checkpoint_table(studio: Studio) -> pd.DataFrame:
     return pd.DataFrame(table)
 
 
+@friendly
+def show(studio: Studio, checkpoint_id, request: gr.Request):
+    """A checkpoint's sha256, download links, model card and diffusers snippet."""
+    caller(studio, request, Role.TRAINER)
+    if checkpoint_id is None:
+        return "", "", "", ""
+    with studio.db.session() as session:
+        found = reads.checkpoint(session, ident(checkpoint_id, "checkpoint"))
+        config = session.get(Job, found.job_id).config
+        arena = arena_results.checkpoint_arena(session, found.id)
+    evaluation = load_evaluation(studio.settings, found.id)
+    link = (
+        f'<div class="downloads"><a class="download" href="/api/v1/checkpoints/{found.id}/'
+        f'download" download>Download weights ({html.escape(found.weights_file)})</a> '
+        f'<a class="download" href="/api/v1/checkpoints/{found.id}/model-card" download='
+        f'"model-card-{found.id}.md">Download model card</a></div>'
+    )
+    return (
+        found.sha256,
+        link,
+        cards.model_card(found, config, evaluation, arena),
+        cards.diffusers_snippet(found, config),
+    )
+
+
+@friendly
+def evaluate(studio: Studio, checkpoint_id, request: gr.Request):
+    """Evaluate a checkpoint against its base on held-out prompts and store the result."""
+    from srpo.evaluate import evaluate_checkpoint
+
+    caller(studio, request, Role.TRAINER)
+    if checkpoint_id is None:
+        raise StudioError("choose a checkpoint")
+    with studio.db.session() as session:
+        found = reads.checkpoint(session, ident(checkpoint_id, "checkpoint"))
+        folder = resolve(studio.settings.storage, found.path)
+    with studio.models.lock:
+        result = evaluate_checkpoint(folder, prompts=EVAL_PROMPTS)
+    save_evaluation(studio.settings, ident(checkpoint_id, "checkpoint"), result)
+    return f"Evaluated on {EVAL_PROMPTS} held-out prompts.", checkpoint_table(studio)
+
+
+def refresh(studio: Studio, request: gr.Request):
+    """The tab's lists, re-read: the checkpoint table and choices."""
+    caller(studio, request, Role.TRAINER)
+    with studio.db.session() as session:
+        rows = reads.checkpoint_rows(session)
+    choices = [(f"{r['id']}: job {r['job_id']} step {r['step']}", r["id"]) for r in rows]
+    return checkpoint_table(studio), gr.update(choices=choices)
+
+
 def build(studio: Studio) -> Refresh:
-    """Add the Checkpoints tab's components and events to the current Blocks."""
+    """Lay out the Checkpoints tab and wire its events to the handlers above."""
     table = gr.Dataframe(label="Checkpoints", interactive=False, wrap=True)
     with gr.Row():
         chosen = gr.Dropdown([], label="Checkpoint", allow_custom_value=True)
-        evaluate = gr.Button("Evaluate (judged, tiny world)")
+        evaluate_button = gr.Button("Evaluate (judged, tiny world)")
     sha = gr.Textbox(label="sha256 of the weights", interactive=False, buttons=["copy"])
     download = gr.HTML()
     with gr.Row():
@@ -58,53 +116,10 @@ def build(studio: Studio) -> Refresh:
         snippet = gr.Code(label="Load it in diffusers", language="python", interactive=False)
     status = gr.Markdown(elem_classes=["status"])
 
-    @friendly
-    def show(checkpoint_id, request: gr.Request):
-        caller(studio, request, Role.TRAINER)
-        if checkpoint_id is None:
-            return "", "", "", ""
-        with studio.db.session() as session:
-            found = queries.checkpoint(session, ident(checkpoint_id, "checkpoint"))
-            config = session.get(Job, found.job_id).config
-            arena = results.checkpoint_arena(session, found.id)
-        evaluation = cards.load_evaluation(studio.settings, found.id)
-        link = (
-            f'<div class="downloads"><a class="download" href="/api/v1/checkpoints/{found.id}/'
-            f'download" download>Download weights ({html.escape(found.weights_file)})</a> '
-            f'<a class="download" href="/api/v1/checkpoints/{found.id}/model-card" download='
-            f'"model-card-{found.id}.md">Download model card</a></div>'
-        )
-        return (
-            found.sha256,
-            link,
-            cards.model_card(found, config, evaluation, arena),
-            cards.diffusers_snippet(found, config),
-        )
-
-    chosen.change(show, [chosen], [sha, download, card, snippet], api_name="checkpoint_show")
-
-    @friendly
-    def run_evaluate(checkpoint_id, request: gr.Request):
-        from srpo.evaluate import evaluate_checkpoint
-
-        caller(studio, request, Role.TRAINER)
-        if checkpoint_id is None:
-            raise StudioError("choose a checkpoint")
-        with studio.db.session() as session:
-            found = queries.checkpoint(session, ident(checkpoint_id, "checkpoint"))
-            folder = resolve(studio.settings.storage, found.path)
-        with studio.models.lock:
-            result = evaluate_checkpoint(folder, prompts=EVAL_PROMPTS)
-        cards.save_evaluation(studio.settings, ident(checkpoint_id, "checkpoint"), result)
-        return f"Evaluated on {EVAL_PROMPTS} held-out prompts.", checkpoint_table(studio)
-
-    evaluate.click(run_evaluate, [chosen], [status, table], api_name="checkpoint_evaluate")
-
-    def refresh(request: gr.Request):
-        caller(studio, request, Role.TRAINER)
-        with studio.db.session() as session:
-            rows = queries.checkpoint_rows(session)
-        choices = [(f"{r['id']}: job {r['job_id']} step {r['step']}", r["id"]) for r in rows]
-        return checkpoint_table(studio), gr.update(choices=choices)
-
-    return refresh, [table, chosen]
+    chosen.change(
+        bind(show, studio), [chosen], [sha, download, card, snippet], api_name="checkpoint_show"
+    )
+    evaluate_button.click(
+        bind(evaluate, studio), [chosen], [status, table], api_name="checkpoint_evaluate"
+    )
+    return bind(refresh, studio), [table, chosen]

@@ -1,15 +1,23 @@
-"""Helpers every tab uses: who is calling, friendly errors, escaping, small parsers."""
+"""Helpers every tab uses: binding handlers to the studio, who is calling, friendly errors,
+escaping, small parsers.
+
+Every Gradio handler of the tabs is a module-level function whose first parameters are
+fixed by the tab's ``build()`` (the :class:`Studio`, and for some a role or a choice) and
+whose other parameters are the event's inputs, then ``request: gr.Request``. :func:`bind`
+fixes the leading ones for Gradio; tests call the handlers directly.
+"""
 
 import functools
 import html
+import inspect
 import logging
 from collections.abc import Callable
 from typing import Any
 
 import gradio as gr
 
-from app.errors import StudioError
-from app.models import Role
+from app.core.errors import StudioError
+from app.core.models import Role
 from app.web.auth import Principal
 from app.web.context import Studio
 
@@ -18,6 +26,23 @@ Refresh = tuple[Callable[..., Any], list[gr.components.Component]]
 
 log = logging.getLogger("srpo.studio")
 INTERNAL = "Something went wrong on the server; it is logged there. Please try again."
+
+
+def bind(handler: Callable[..., Any], *fixed: Any) -> Callable[..., Any]:
+    """``handler`` with its first ``len(fixed)`` arguments fixed, as Gradio should see it.
+
+    Unlike :func:`functools.partial`, the result keeps the handler's name, signature (less
+    the fixed parameters) and type hints, so Gradio still passes ``gr.Request`` to it.
+    """
+
+    @functools.wraps(handler)
+    def bound(*args: Any, **kwargs: Any) -> Any:
+        return handler(*fixed, *args, **kwargs)
+
+    signature = inspect.signature(handler)
+    rest = list(signature.parameters.values())[len(fixed) :]
+    bound.__signature__ = signature.replace(parameters=rest)  # type: ignore[attr-defined]
+    return bound
 
 
 def caller(studio: Studio, request: gr.Request | None, role: Role) -> Principal:

@@ -1,4 +1,9 @@
-"""Reward Lab tab: how the reward and its SRP form score images, before any training."""
+"""Reward Lab tab: how the reward and its SRP form score images, before any training.
+
+Handlers: :func:`preview`, :func:`sweep`, :func:`save_preset`, :func:`load_preset` and
+:func:`refresh`; the scoring itself is :mod:`srpo.lab`, the models come from the studio's
+:class:`app.core.model_refs.ModelCache`.
+"""
 
 from typing import Any
 
@@ -6,13 +11,13 @@ import gradio as gr
 import pandas as pd
 import torch
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
-from app.errors import Conflict, StudioError
-from app.models import RewardPreset, Role
-from app.storage import resolve
-from app.web import queries
+from app.core import model_refs, reads
+from app.core.errors import Conflict, StudioError
+from app.core.models import RewardPreset, Role
 from app.web.context import Studio
-from app.web.ui.common import Refresh, caller, friendly, text, words
+from app.web.ui.common import Refresh, bind, caller, friendly, text, words
 
 MAX_SEEDS = 16
 
@@ -26,7 +31,7 @@ def preset_names(studio: Studio) -> list[str]:
 def model_choices(studio: Studio) -> list[str]:
     """``base`` and every checkpoint, as the lab's model choices."""
     with studio.db.session() as session:
-        rows = queries.checkpoint_rows(session)
+        rows = reads.checkpoint_rows(session)
     return ["base"] + [f"checkpoint:{r['id']}" for r in rows]
 
 
@@ -46,14 +51,11 @@ def pixels_for(
     if len(chosen) > MAX_SEEDS:
         raise StudioError(f"seeds: at most {MAX_SEEDS} in the lab")
     lab.validate_prompt(prompt)
-    path = None
-    if model != "base":
-        with studio.db.session() as session:
-            found = queries.checkpoint(session, int(model.partition(":")[2] or 0))
-            path = str(resolve(studio.settings.storage, found.path))
+    with studio.db.session() as session:
+        ref = model_refs.resolve_ref(session, studio.settings, model)
     steps, shift = studio.models.sampling()
     with studio.models.lock:
-        generator = studio.models.generator(model, path)
+        generator = studio.models.generator(ref)
         return lab.sample_lab_images(generator, prompt, chosen, steps, shift)
 
 
@@ -63,8 +65,144 @@ def _parse_model(model: str) -> str:
     return model
 
 
+@friendly
+def preview(
+    studio: Studio,
+    prompt,
+    positive,
+    negative,
+    k,
+    source,
+    model,
+    seeds,
+    uploads,
+    request: gr.Request,
+):
+    """Score the images with r(p), r(pos. p), r(neg. p) and SRP; rankings and saliency."""
+    from srpo import lab
+
+    caller(studio, request, Role.TRAINER)
+    batch = pixels_for(studio, source, _parse_model(model), prompt, seeds, uploads)
+    prompt_text = prompt if source == "current model" else (prompt or "")
+    with studio.models.lock:
+        result = lab.preview(
+            studio.models.reward(), batch, prompt_text, words(positive), words(negative), k
+        )
+    rows = pd.DataFrame(result.rows()).round(4)
+    long = [
+        {"image": f"#{n}", "score": float(value), "condition": condition}
+        for n in range(len(batch))
+        for condition, value in _conditions(result, n)
+    ]
+    before = ", ".join(f"#{i}" for i in result.rank_plain)
+    after = ", ".join(f"#{i}" for i in result.rank_srp)
+    moved = sum(a != b for a, b in zip(result.rank_plain, result.rank_srp, strict=True))
+    ranking_text = (
+        f"**Ranking before** (r(p)): {before}  \n**Ranking after** (SRP): {after}  \n"
+        f"{moved} of {len(batch)} places changed."
+    )
+    pictures = [_picture(image) for image in batch]
+    overlays = lab.overlays(result, batch, upscale=3)
+    captions = [f"#{n} · SRP {float(result.srp[n]):.3f}" for n in range(len(batch))]
+    message = (
+        f"Scored {len(batch)} image(s) for “{text(result.prompt)}” with "
+        f"{len(result.positive)} positive and {len(result.negative)} negative word(s)."
+    )
+    return (
+        batch,
+        message,
+        rows,
+        pd.DataFrame(long),
+        ranking_text,
+        [(p, f"#{n}") for n, p in enumerate(pictures)],
+        list(zip(overlays, captions, strict=True)),
+    )
+
+
+@friendly
+def sweep(studio: Studio, prompt, candidates, batch, request: gr.Request):
+    """How far each candidate word moves the reward on the previewed images."""
+    from srpo import lab
+
+    caller(studio, request, Role.TRAINER)
+    if batch is None:
+        raise StudioError("preview first: the sweep scores the same images")
+    with studio.models.lock:
+        result = lab.sensitivity_sweep(studio.models.reward(), batch, prompt, words(candidates))
+    frame = pd.DataFrame(
+        [
+            {
+                "word": w.word,
+                "mean shift": round(w.mean_shift, 4),
+                "spread": round(w.spread, 4),
+                "effect": round(w.effect, 4),
+                "barely moves the reward": "yes" if w.flagged else "",
+            }
+            for w in result.words
+        ]
+    )
+    if result.flagged:
+        flagged = ", ".join(f"“{text(w)}”" for w in result.flagged)
+        warning = (
+            f"⚠ {flagged} barely move the reward (effect below {result.threshold:.3f}); "
+            "the reward model may not know them. Prefer words with a larger effect."
+        )
+    else:
+        warning = "Every candidate moves the reward."
+    return frame, warning
+
+
+@friendly
+def save_preset(studio: Studio, name, positive, negative, k, request: gr.Request):
+    """Store the control words and k under a name (refused if the name is taken)."""
+    from srpo import lab
+
+    who = caller(studio, request, Role.TRAINER)
+    name = (name or "").strip()
+    if not name or len(name) > 100:
+        raise StudioError("preset name: 1-100 characters")
+    pos, neg = (
+        lab.validate_words(words(positive), "positive"),
+        lab.validate_words(words(negative), "negative"),
+    )
+
+    def store(session) -> None:
+        row = RewardPreset(
+            name=name,
+            positive_words=list(pos),
+            negative_words=list(neg),
+            k=float(k),
+            created_by=who.id,
+        )
+        try:
+            with session.begin_nested():
+                session.add(row)
+        except IntegrityError:
+            raise Conflict(f"a preset named {name!r} exists") from None
+
+    studio.db.write(store)
+    return f"Saved preset “{text(name)}”.", gr.update(choices=preset_names(studio), value=name)
+
+
+@friendly
+def load_preset(studio: Studio, name, request: gr.Request):
+    """A saved preset's positive words, negative words and k."""
+    caller(studio, request, Role.TRAINER)
+    with studio.db.session() as session:
+        row = session.scalar(select(RewardPreset).where(RewardPreset.name == name))
+        if row is None:
+            raise StudioError("choose a saved preset first")
+        return ", ".join(row.positive_words), ", ".join(row.negative_words), row.k
+
+
+def refresh(studio: Studio, request: gr.Request):
+    """The tab's lists, re-read: saved presets and models."""
+    caller(studio, request, Role.TRAINER)
+    return gr.update(choices=preset_names(studio)), gr.update(choices=model_choices(studio))
+
+
 def build(studio: Studio) -> Refresh:
-    """Add the Reward Lab's components and events to the current Blocks."""
+    """Lay out the Reward Lab and wire its events to the handlers above."""
     pixels = gr.State(None)
     with gr.Row():
         with gr.Column(scale=2):
@@ -88,9 +226,9 @@ def build(studio: Studio) -> Refresh:
             preview_button = gr.Button("Preview reward shift", variant="primary")
         with gr.Column(scale=1):
             preset = gr.Dropdown([], label="Saved presets", allow_custom_value=True)
-            load_preset = gr.Button("Load preset")
+            load_button = gr.Button("Load preset")
             preset_name = gr.Textbox(label="Save as preset", max_length=100)
-            save_preset = gr.Button("Save preset")
+            save_button = gr.Button("Save preset")
             preset_status = gr.Markdown(elem_classes=["status"])
     status = gr.Markdown(elem_classes=["status"])
     table = gr.Dataframe(label="Scores per image", interactive=False, wrap=True)
@@ -113,146 +251,28 @@ def build(studio: Studio) -> Refresh:
         sweep_table = gr.Dataframe(label="Reward shift per word", interactive=False)
         sweep_warning = gr.Markdown(elem_classes=["status"])
 
-    @friendly
-    def run_preview(
-        prompt, positive, negative, k, source, model, seeds, uploads, request: gr.Request
-    ):
-        from srpo import lab
-
-        caller(studio, request, Role.TRAINER)
-        batch = pixels_for(studio, source, _parse_model(model), prompt, seeds, uploads)
-        prompt_text = prompt if source == "current model" else (prompt or "")
-        with studio.models.lock:
-            result = lab.preview(
-                studio.models.reward(), batch, prompt_text, words(positive), words(negative), k
-            )
-        rows = pd.DataFrame(result.rows()).round(4)
-        long = [
-            {"image": f"#{n}", "score": float(value), "condition": condition}
-            for n in range(len(batch))
-            for condition, value in _conditions(result, n)
-        ]
-        before = ", ".join(f"#{i}" for i in result.rank_plain)
-        after = ", ".join(f"#{i}" for i in result.rank_srp)
-        moved = sum(a != b for a, b in zip(result.rank_plain, result.rank_srp, strict=True))
-        ranking_text = (
-            f"**Ranking before** (r(p)): {before}  \n**Ranking after** (SRP): {after}  \n"
-            f"{moved} of {len(batch)} places changed."
-        )
-        pictures = [_picture(image) for image in batch]
-        overlays = lab.overlays(result, batch, upscale=3)
-        captions = [f"#{n} · SRP {float(result.srp[n]):.3f}" for n in range(len(batch))]
-        message = (
-            f"Scored {len(batch)} image(s) for “{text(result.prompt)}” with "
-            f"{len(result.positive)} positive and {len(result.negative)} negative word(s)."
-        )
-        return (
-            batch,
-            message,
-            rows,
-            pd.DataFrame(long),
-            ranking_text,
-            [(p, f"#{n}") for n, p in enumerate(pictures)],
-            list(zip(overlays, captions, strict=True)),
-        )
-
     preview_button.click(
-        run_preview,
+        bind(preview, studio),
         [prompt, positive, negative, k, source, model, seeds, uploads],
         [pixels, status, table, chart, ranking, images, saliency],
         api_name="lab_preview",
     )
-
-    @friendly
-    def run_sweep(prompt, candidates, batch, request: gr.Request):
-        from srpo import lab
-
-        caller(studio, request, Role.TRAINER)
-        if batch is None:
-            raise StudioError("preview first: the sweep scores the same images")
-        with studio.models.lock:
-            result = lab.sensitivity_sweep(studio.models.reward(), batch, prompt, words(candidates))
-        frame = pd.DataFrame(
-            [
-                {
-                    "word": w.word,
-                    "mean shift": round(w.mean_shift, 4),
-                    "spread": round(w.spread, 4),
-                    "effect": round(w.effect, 4),
-                    "barely moves the reward": "yes" if w.flagged else "",
-                }
-                for w in result.words
-            ]
-        )
-        if result.flagged:
-            flagged = ", ".join(f"“{text(w)}”" for w in result.flagged)
-            warning = (
-                f"⚠ {flagged} barely move the reward (effect below {result.threshold:.3f}); "
-                "the reward model may not know them. Prefer words with a larger effect."
-            )
-        else:
-            warning = "Every candidate moves the reward."
-        return frame, warning
-
     sweep_button.click(
-        run_sweep, [prompt, candidates, pixels], [sweep_table, sweep_warning], api_name="lab_sweep"
+        bind(sweep, studio),
+        [prompt, candidates, pixels],
+        [sweep_table, sweep_warning],
+        api_name="lab_sweep",
     )
-
-    @friendly
-    def run_save(name, positive, negative, k, request: gr.Request):
-        from srpo import lab
-
-        who = caller(studio, request, Role.TRAINER)
-        name = (name or "").strip()
-        if not name or len(name) > 100:
-            raise StudioError("preset name: 1-100 characters")
-        pos, neg = (
-            lab.validate_words(words(positive), "positive"),
-            lab.validate_words(words(negative), "negative"),
-        )
-
-        def store(session) -> None:
-            from sqlalchemy.exc import IntegrityError
-
-            row = RewardPreset(
-                name=name,
-                positive_words=list(pos),
-                negative_words=list(neg),
-                k=float(k),
-                created_by=who.id,
-            )
-            try:
-                with session.begin_nested():
-                    session.add(row)
-            except IntegrityError:
-                raise Conflict(f"a preset named {name!r} exists") from None
-
-        studio.db.write(store)
-        return f"Saved preset “{text(name)}”.", gr.update(choices=preset_names(studio), value=name)
-
-    save_preset.click(
-        run_save,
+    save_button.click(
+        bind(save_preset, studio),
         [preset_name, positive, negative, k],
         [preset_status, preset],
         api_name="lab_save_preset",
     )
-
-    @friendly
-    def run_load(name, request: gr.Request):
-        caller(studio, request, Role.TRAINER)
-        with studio.db.session() as session:
-            row = session.scalar(select(RewardPreset).where(RewardPreset.name == name))
-            if row is None:
-                raise StudioError("choose a saved preset first")
-            return ", ".join(row.positive_words), ", ".join(row.negative_words), row.k
-
-    load_preset.click(run_load, [preset], [positive, negative, k], api_name="lab_load_preset")
-
-    def refresh(request: gr.Request):
-        caller(studio, request, Role.TRAINER)
-        return gr.update(choices=preset_names(studio)), gr.update(choices=model_choices(studio))
-
-    return refresh, [preset, model]
+    load_button.click(
+        bind(load_preset, studio), [preset], [positive, negative, k], api_name="lab_load_preset"
+    )
+    return bind(refresh, studio), [preset, model]
 
 
 def _conditions(result: Any, n: int) -> list[tuple[str, float]]:

@@ -1,4 +1,11 @@
-"""Train tab: a config form with presets and inline validation, the queue, live job views."""
+"""Train tab: a config form with presets and inline validation, the queue, live job views.
+
+The form is a preset plus overrides: the YAML box and the quick fields are written over the
+chosen preset by the core's one submission path (:mod:`app.core.submission`), the same as
+``POST /api/v1/jobs``. Handlers: :func:`apply_preset`, :func:`use_reward_preset`,
+:func:`load_prompt_file`, :func:`validate`, :func:`submit`, :func:`show_job`,
+:func:`show_samples`, :func:`cancel`, :func:`tick` and :func:`refresh`.
+"""
 
 import html
 import itertools
@@ -9,13 +16,13 @@ import pandas as pd
 import yaml
 from sqlalchemy import select
 
-from app import jobs, queue
-from app.errors import BrokerUnavailable, StudioError
-from app.models import RewardPreset, Role, User
-from app.web import queries
+from app.core import jobs, reads, submission
+from app.core.errors import BrokerUnavailable, StudioError
+from app.core.models import RewardPreset, Role
 from app.web.context import Studio
 from app.web.ui.common import (
     Refresh,
+    bind,
     caller,
     friendly,
     ident,
@@ -26,6 +33,7 @@ from app.web.ui.common import (
     words,
 )
 
+DEFAULT_PRESET = "tiny-demo"
 QUICK = ("steps", "batch_size", "rollout_steps", "checkpoint_every", "sample_every")
 METRIC_TYPES = {
     "step": "int64",
@@ -36,18 +44,16 @@ METRIC_TYPES = {
 
 
 def preset_config(name: str) -> dict[str, Any]:
-    """A copy of a named preset's fields (samples rendered at every checkpoint)."""
-    from srpo.config import PRESETS
+    """A copy of a named preset's fields, as the form shows them."""
+    from srpo.config import PRESETS, deep_merge
 
     if name not in PRESETS:
         raise StudioError(f"preset: one of {', '.join(PRESETS)}")
-    config = dict(PRESETS[name])
-    config.setdefault("sample_every", config.get("checkpoint_every", 10))
-    return config
+    return deep_merge(PRESETS[name], {})
 
 
 def merged_config(advanced: str, positive: str, negative: str, prompts: str, *quick) -> dict:
-    """The YAML box's fields with the quick fields written over them."""
+    """The form's overrides: the YAML box's fields with the quick fields written over them."""
     try:
         config = yaml.safe_load(advanced or "") or {}
     except yaml.YAMLError as error:
@@ -64,10 +70,22 @@ def merged_config(advanced: str, positive: str, negative: str, prompts: str, *qu
     return config
 
 
-def validation_message(config: dict) -> str:
-    """A one-line verdict, or one line per bad field (escaped, as typed)."""
+def form_values(config: dict[str, Any]) -> tuple:
+    """What the form's fields show for a config: YAML box, words, prompts, quick fields."""
+    return (
+        yaml.safe_dump(config, sort_keys=False),
+        ", ".join(config.get("positive_words", [])),
+        ", ".join(config.get("negative_words", [])),
+        "\n".join(config.get("prompts") or []),
+        *[config.get(field) for field in QUICK],
+    )
+
+
+def validation_message(config: dict, preset: str | None = None) -> str:
+    """A verdict on ``preset`` with ``config`` over it (or ``config`` alone): what the run
+    will do, or one line per bad field (escaped, as typed)."""
     try:
-        checked = jobs.validate_config(config)
+        checked = submission.job_config(config, preset)
     except StudioError as error:
         detail = str(error).removeprefix("invalid training config: ")
         items = "\n".join(f"- {text(part)}" for part in detail.split("; "))
@@ -88,7 +106,7 @@ def validation_message(config: dict) -> str:
 def job_table(studio: Studio) -> pd.DataFrame:
     """The job list as the UI shows it."""
     with studio.db.session() as session:
-        rows = queries.job_rows(session, 50)
+        rows = reads.job_rows(session, 50)
     return pd.DataFrame(
         [
             {
@@ -123,14 +141,182 @@ def progress_html(row: dict[str, Any]) -> str:
     )
 
 
+def job_ids(studio: Studio) -> list[tuple[str, int]]:
+    """The newest jobs as dropdown choices."""
+    with studio.db.session() as session:
+        return [(f"{r['id']}: {r['name']}", r["id"]) for r in reads.job_rows(session, 50)]
+
+
+def _spacing(steps: list[int]) -> int:
+    gaps = [b - a for a, b in itertools.pairwise(steps)]
+    return min(gaps) if gaps else 1
+
+
+def _samples(studio: Studio, session, job_id: int, at: int) -> list[tuple[str, str]]:
+    return [
+        (str(path), label) for path, label in reads.samples_at(session, studio.settings, job_id, at)
+    ]
+
+
+def job_view(studio: Studio, job_id, known: list[int] | None) -> tuple:
+    """The job's progress, plots, slider and log; when its sample steps changed since
+    ``known``, the slider moves to the newest step and the grid shows its samples."""
+    if job_id is None:
+        return "", None, None, gr.update(), "", [], None
+    number = ident(job_id, "job")
+    with studio.db.session() as session:
+        row = reads.job_row(session, jobs.get(session, number))
+        points = reads.metrics(session, number)
+        steps = reads.sample_steps(session, number)
+        log = reads.job_log(session, studio.settings, number)
+        fresh = steps != known
+        newest = _samples(studio, session, number, steps[-1]) if fresh and steps else []
+    frame = pd.DataFrame(points or [], columns=list(METRIC_TYPES)).astype(METRIC_TYPES)
+    rewards = frame.rename(columns={"reward_mean": "reward"})[["step", "reward"]]
+    slider = gr.update(minimum=0, maximum=max([*steps, 1]), step=_spacing(steps))
+    if fresh:
+        slider["value"] = steps[-1] if steps else 0
+    shown = newest if fresh else gr.update()
+    return progress_html(row), rewards, frame[["step", "loss"]], slider, log, shown, steps
+
+
+@friendly
+def apply_preset(studio: Studio, chosen, request: gr.Request):
+    """Fill the form with a preset's fields."""
+    caller(studio, request, Role.TRAINER)
+    return form_values(preset_config(chosen))
+
+
+@friendly
+def use_reward_preset(studio: Studio, chosen, request: gr.Request):
+    """The control words of a reward preset saved in the Reward Lab."""
+    caller(studio, request, Role.TRAINER)
+    with studio.db.session() as session:
+        row = session.scalar(select(RewardPreset).where(RewardPreset.name == chosen))
+        if row is None:
+            raise StudioError("choose a saved reward preset")
+        return ", ".join(row.positive_words), ", ".join(row.negative_words)
+
+
+@friendly
+def load_prompt_file(studio: Studio, path, request: gr.Request):
+    """Prompts from an uploaded text file, one per line."""
+    caller(studio, request, Role.TRAINER)
+    return "\n".join(read_text_upload(path))
+
+
+def validate(
+    studio: Studio,
+    preset,
+    advanced,
+    pos,
+    neg,
+    prompt_lines,
+    steps,
+    batch,
+    rollout,
+    every,
+    sample,
+    request: gr.Request,
+):
+    """The form's inline verdict (never an error notice: it runs on every keystroke)."""
+    caller(studio, request, Role.TRAINER)
+    values = (advanced, pos, neg, prompt_lines, steps, batch, rollout, every, sample)
+    try:
+        return validation_message(merged_config(*values), preset)
+    except StudioError as error:
+        return f"**Fix before queueing:** {text(error)}"
+
+
+@friendly
+def submit(
+    studio: Studio,
+    preset,
+    job_name,
+    advanced,
+    pos,
+    neg,
+    prompt_lines,
+    steps,
+    batch,
+    rollout,
+    every,
+    sample,
+    request: gr.Request,
+):
+    """Queue the form's job: ``preset`` with the form's fields merged over it."""
+    who = caller(studio, request, Role.TRAINER)
+    values = (advanced, pos, neg, prompt_lines, steps, batch, rollout, every, sample)
+    overrides = merged_config(*values)
+    try:
+        job_id = submission.submit_job(
+            studio.db, studio.settings, overrides, preset=preset, owner_id=who.id, name=job_name
+        )
+        message = f"Queued job {job_id}."
+    except BrokerUnavailable as error:
+        job_id = error.job_id
+        message = f"⚠ {text(error)}"
+    return message, job_table(studio), gr.update(choices=job_ids(studio), value=job_id)
+
+
+@friendly
+def show_job(studio: Studio, job_id, request: gr.Request):
+    """The chosen job's progress, plots, samples and log."""
+    caller(studio, request, Role.TRAINER)
+    return job_view(studio, job_id, None)
+
+
+@friendly
+def show_samples(studio: Studio, job_id, at, request: gr.Request):
+    """The job's samples at the sample step nearest ``at``."""
+    caller(studio, request, Role.TRAINER)
+    if job_id is None:
+        return []
+    with studio.db.session() as session:
+        steps = reads.sample_steps(session, ident(job_id, "job"))
+        if not steps:
+            return []
+        nearest = min(steps, key=lambda s: abs(s - int(at or 0)))
+        return _samples(studio, session, ident(job_id, "job"), nearest)
+
+
+@friendly
+def cancel(studio: Studio, job_id, request: gr.Request):
+    """Cancel a queued job, or ask a running one to checkpoint and stop."""
+    caller(studio, request, Role.TRAINER)
+    if job_id is None:
+        raise StudioError("choose a job to cancel")
+    with studio.db.session() as session:
+        jobs.cancel(session, ident(job_id, "job"))
+    return job_table(studio)
+
+
+def tick(studio: Studio, job_id, known, request: gr.Request):
+    """The timer's update: the job list and the chosen job's view."""
+    caller(studio, request, Role.TRAINER)
+    return (job_table(studio), *job_view(studio, job_id, known))
+
+
+def refresh(studio: Studio, request: gr.Request):
+    """On page load: reward presets, job choices and the default form's verdict."""
+    from app.web.ui.lab import preset_names
+
+    caller(studio, request, Role.TRAINER)
+    return (
+        gr.update(choices=preset_names(studio)),
+        gr.update(choices=job_ids(studio)),
+        validate(studio, DEFAULT_PRESET, *form_values(preset_config(DEFAULT_PRESET)), request),
+    )
+
+
 def build(studio: Studio) -> Refresh:
-    """Add the Train tab's components and events to the current Blocks."""
+    """Lay out the Train tab and wire its events to the handlers above."""
     from srpo.config import PRESETS
 
-    first = preset_config("tiny-demo")
+    first = preset_config(DEFAULT_PRESET)
     with gr.Row():
         with gr.Column(scale=1):
-            preset = gr.Dropdown(list(PRESETS), value="tiny-demo", label="Preset")
+            preset = gr.Dropdown(list(PRESETS), value=DEFAULT_PRESET, label="Preset")
             name = gr.Textbox(label="Job name", value="tiny demo", max_length=200)
             reward_preset = gr.Dropdown(
                 [], label="Reward preset (from the Reward Lab)", allow_custom_value=True
@@ -156,13 +342,13 @@ def build(studio: Studio) -> Refresh:
             with gr.Accordion("Advanced config (YAML)", open=False):
                 advanced = gr.Code(yaml.safe_dump(first, sort_keys=False), language="yaml")
             verdict = gr.Markdown(elem_classes=["status", "validation"])
-            submit = gr.Button("Queue job", variant="primary")
+            submit_button = gr.Button("Queue job", variant="primary")
             submit_status = gr.Markdown(elem_classes=["status"])
         with gr.Column(scale=2):
             table = gr.Dataframe(job_table(studio), label="Jobs", interactive=False, wrap=True)
             with gr.Row():
                 job = gr.Dropdown([], label="Job", allow_custom_value=True)
-                cancel = gr.Button("Cancel job", variant="stop")
+                cancel_button = gr.Button("Cancel job", variant="stop")
             progress = gr.HTML()
             with gr.Row():
                 reward_plot = gr.LinePlot(x="step", y="reward", label="Reward (mean)", height=220)
@@ -173,175 +359,29 @@ def build(studio: Studio) -> Refresh:
     timer = gr.Timer(2.0)
     seen = gr.State(None)
     form = [advanced, positive, negative, prompts, *quick]
-
-    @friendly
-    def apply_preset(chosen, request: gr.Request):
-        caller(studio, request, Role.TRAINER)
-        config = preset_config(chosen)
-        return (
-            yaml.safe_dump(config, sort_keys=False),
-            ", ".join(config.get("positive_words", [])),
-            ", ".join(config.get("negative_words", [])),
-            "\n".join(config.get("prompts") or []),
-            *[config.get(field) for field in QUICK],
-        )
-
-    preset.change(apply_preset, [preset], form, api_name="train_preset")
-
-    @friendly
-    def use_reward_preset(chosen, request: gr.Request):
-        caller(studio, request, Role.TRAINER)
-        with studio.db.session() as session:
-            row = session.scalar(select(RewardPreset).where(RewardPreset.name == chosen))
-            if row is None:
-                raise StudioError("choose a saved reward preset")
-            return ", ".join(row.positive_words), ", ".join(row.negative_words)
-
-    reward_preset.change(use_reward_preset, [reward_preset], [positive, negative])
-
-    @friendly
-    def load_prompt_file(path, request: gr.Request):
-        caller(studio, request, Role.TRAINER)
-        return "\n".join(read_text_upload(path))
-
-    prompt_file.upload(load_prompt_file, [prompt_file], [prompts], api_name="train_prompt_file")
-
-    def validate(
-        advanced, pos, neg, prompt_lines, steps, batch, rollout, every, sample, request: gr.Request
-    ):
-        caller(studio, request, Role.TRAINER)
-        values = (advanced, pos, neg, prompt_lines, steps, batch, rollout, every, sample)
-        try:
-            return validation_message(merged_config(*values))
-        except StudioError as error:
-            return f"**Fix before queueing:** {text(error)}"
-
-    for field in form:
-        field.change(validate, form, [verdict], show_progress="hidden", queue=False)
-
-    @friendly
-    def run_submit(
-        job_name,
-        advanced,
-        pos,
-        neg,
-        prompt_lines,
-        steps,
-        batch,
-        rollout,
-        every,
-        sample,
-        request: gr.Request,
-    ):
-        who = caller(studio, request, Role.TRAINER)
-        values = (advanced, pos, neg, prompt_lines, steps, batch, rollout, every, sample)
-        config = merged_config(*values)
-
-        def store(session) -> int:
-            owner = session.get(User, who.id)
-            return jobs.submit(session, studio.settings, config, owner, job_name).id
-
-        job_id = studio.db.write(store)
-        try:
-            queue.dispatch(studio.db, studio.settings, job_id)
-            message = f"Queued job {job_id}."
-        except BrokerUnavailable as error:
-            message = f"⚠ {text(error)}"
-        return message, job_table(studio), gr.update(choices=_job_ids(studio), value=job_id)
-
-    submit.click(run_submit, [name, *form], [submit_status, table, job], api_name="train_submit")
-
-    def samples(session, job_id: int, at: int) -> list[tuple[str, str]]:
-        return [
-            (str(path), label)
-            for path, label in queries.samples_at(session, studio.settings, job_id, at)
-        ]
-
-    def job_view(job_id, known: list[int] | None) -> tuple:
-        """The job's progress, plots, slider and log; when its sample steps changed since
-        ``known``, the slider moves to the newest step and the grid shows its samples."""
-        if job_id is None:
-            return "", None, None, gr.update(), "", [], None
-        number = ident(job_id, "job")
-        with studio.db.session() as session:
-            row = queries.job_row(session, jobs.get(session, number))
-            points = queries.metrics(session, number)
-            steps = queries.sample_steps(session, number)
-            log = queries.job_log(session, studio.settings, number)
-            fresh = steps != known
-            newest = samples(session, number, steps[-1]) if fresh and steps else []
-        frame = pd.DataFrame(points or [], columns=list(METRIC_TYPES)).astype(METRIC_TYPES)
-        rewards = frame.rename(columns={"reward_mean": "reward"})[["step", "reward"]]
-        slider = gr.update(minimum=0, maximum=max([*steps, 1]), step=_spacing(steps))
-        if fresh:
-            slider["value"] = steps[-1] if steps else 0
-        shown = newest if fresh else gr.update()
-        return progress_html(row), rewards, frame[["step", "loss"]], slider, log, shown, steps
-
-    @friendly
-    def show_job(job_id, request: gr.Request):
-        caller(studio, request, Role.TRAINER)
-        return job_view(job_id, None)
-
     job_outputs = [progress, reward_plot, loss_plot, step, log_box, grid, seen]
-    job.change(show_job, [job], job_outputs, api_name="train_job")
 
-    @friendly
-    def show_samples(job_id, at, request: gr.Request):
-        caller(studio, request, Role.TRAINER)
-        if job_id is None:
-            return []
-        with studio.db.session() as session:
-            steps = queries.sample_steps(session, ident(job_id, "job"))
-            if not steps:
-                return []
-            nearest = min(steps, key=lambda s: abs(s - int(at or 0)))
-            return samples(session, ident(job_id, "job"), nearest)
-
-    step.release(show_samples, [job, step], [grid], api_name="train_samples")
-
-    @friendly
-    def run_cancel(job_id, request: gr.Request):
-        caller(studio, request, Role.TRAINER)
-        if job_id is None:
-            raise StudioError("choose a job to cancel")
-        with studio.db.session() as session:
-            jobs.cancel(session, ident(job_id, "job"))
-        return job_table(studio)
-
-    cancel.click(run_cancel, [job], [table], api_name="train_cancel")
-
-    def tick(job_id, known, request: gr.Request):
-        caller(studio, request, Role.TRAINER)
-        return (job_table(studio), *job_view(job_id, known))
-
-    timer.tick(tick, [job, seen], [table, *job_outputs], show_progress="hidden")
-
-    def refresh(request: gr.Request):
-        caller(studio, request, Role.TRAINER)
-        from app.web.ui.lab import preset_names
-
-        return (
-            gr.update(choices=preset_names(studio)),
-            gr.update(choices=_job_ids(studio)),
-            validate(*defaults, request),
+    preset.change(bind(apply_preset, studio), [preset], form, api_name="train_preset")
+    reward_preset.change(bind(use_reward_preset, studio), [reward_preset], [positive, negative])
+    prompt_file.upload(
+        bind(load_prompt_file, studio), [prompt_file], [prompts], api_name="train_prompt_file"
+    )
+    for field in form:
+        field.change(
+            bind(validate, studio),
+            [preset, *form],
+            [verdict],
+            show_progress="hidden",
+            queue=False,
         )
-
-    defaults = [
-        yaml.safe_dump(first, sort_keys=False),
-        ", ".join(first["positive_words"]),
-        ", ".join(first["negative_words"]),
-        "\n".join(first["prompts"]),
-        *[first.get(field) for field in QUICK],
-    ]
-    return refresh, [reward_preset, job, verdict]
-
-
-def _job_ids(studio: Studio) -> list[tuple[str, int]]:
-    with studio.db.session() as session:
-        return [(f"{r['id']}: {r['name']}", r["id"]) for r in queries.job_rows(session, 50)]
-
-
-def _spacing(steps: list[int]) -> int:
-    gaps = [b - a for a, b in itertools.pairwise(steps)]
-    return min(gaps) if gaps else 1
+    submit_button.click(
+        bind(submit, studio),
+        [preset, name, *form],
+        [submit_status, table, job],
+        api_name="train_submit",
+    )
+    job.change(bind(show_job, studio), [job], job_outputs, api_name="train_job")
+    step.release(bind(show_samples, studio), [job, step], [grid], api_name="train_samples")
+    cancel_button.click(bind(cancel, studio), [job], [table], api_name="train_cancel")
+    timer.tick(bind(tick, studio), [job, seen], [table, *job_outputs], show_progress="hidden")
+    return bind(refresh, studio), [reward_preset, job, verdict]

@@ -12,9 +12,9 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app.errors import Conflict, NotFound, StudioError
-from app.models import ApiToken, Role, User, utcnow
-from app.settings import Settings
+from app.core.errors import Conflict, NotFound, StudioError
+from app.core.models import ApiToken, Role, User, utcnow
+from app.core.settings import Settings
 
 USERNAME = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
 MIN_PASSWORD = 8

@@ -8,9 +8,9 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.models import Checkpoint, JobMetric, SampleImage, utcnow
-from app.storage import relative
-from app.upsert import upsert
+from app.core.models import Checkpoint, JobMetric, SampleImage, utcnow
+from app.core.storage import relative
+from app.core.upsert import upsert
 
 METRICS = ("loss", "reward_mean", "reward_std", "grad_norm", "seconds_per_step")
 

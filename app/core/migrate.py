@@ -11,10 +11,10 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
-from app.db import Database
-from app.models import Base
+from app.core.db import Database
+from app.core.models import Base
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def include_name(name: str | None, kind: str, parent_names: dict[str, Any]) -> bool:

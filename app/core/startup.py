@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from app.db import Database, database
-from app.migrate import upgrade
-from app.settings import Settings
-from app.users import bootstrap_admin
+from app.core.db import Database, database
+from app.core.migrate import upgrade
+from app.core.settings import Settings
+from app.core.users import bootstrap_admin
 
 
 def prepare(settings: Settings) -> Database:

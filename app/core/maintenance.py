@@ -1,6 +1,6 @@
 """The maintenance loop: reap expired leases, (re)send queued jobs the broker never got.
 
-It runs beside the studio (a thread) or alone (``python -m app.maintenance``). Several
+It runs beside the studio (a thread) or alone (``python -m app.core.maintenance``). Several
 copies may run at once: every step is a conditional update, and a duplicate task message
 is harmless because a job can only be claimed while queued.
 """
@@ -11,10 +11,10 @@ import logging
 import threading
 from dataclasses import dataclass, field
 
-from app import jobs, queue
-from app.db import Database, database
-from app.errors import BrokerUnavailable
-from app.settings import Settings, get_settings
+from app.core import dispatch, jobs
+from app.core.db import Database, database
+from app.core.errors import BrokerUnavailable
+from app.core.settings import Settings, get_settings
 
 log = logging.getLogger("srpo.maintenance")
 
@@ -36,7 +36,7 @@ def maintain_once(db: Database, settings: Settings) -> Report:
     pending = db.write(lambda s: jobs.pending_dispatch(s, settings.redispatch_seconds))
     for job_id in pending:
         try:
-            queue.dispatch(db, settings, job_id)
+            dispatch.dispatch(db, settings, job_id)
         except BrokerUnavailable as error:
             report.broker_error = str(error)
             break

@@ -1,24 +1,36 @@
-"""Evaluation campaigns, blind A/B pairs and votes (one per rater, pair and criterion)."""
+"""The arena's records: evaluation campaigns, their blind A/B pairs and votes (one per rater,
+pair and criterion).
+
+The worker renders a campaign's images (:mod:`worker.rendering`); what to render comes from
+:func:`campaign_plan` and the pairs are stored by :func:`store_pairs`. Statistics are in
+:mod:`app.core.arena_stats` (pure functions) and :mod:`app.core.arena_results` (from the
+stored votes).
+"""
 
 from __future__ import annotations
 
+import itertools
+import random
 from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app.errors import Conflict, Forbidden, NotFound, StudioError
-from app.models import (
+from app.core.errors import Conflict, Forbidden, NotFound, StudioError
+from app.core.model_refs import ModelRef, checkpoint_for, resolve_ref
+from app.core.models import (
     Campaign,
     CampaignState,
-    Checkpoint,
     Choice,
     Comparison,
+    Job,
     User,
     Vote,
+    utcnow,
 )
-from app.upsert import upsert
+from app.core.settings import Settings
+from app.core.upsert import upsert
 
 CRITERIA = ("realism", "aesthetics", "text_alignment", "overall")
 MAX_PROMPTS = 500
@@ -29,17 +41,6 @@ MAX_SEEDS = 64
 def pair_key(a: str, b: str) -> str:
     """The same key for (a, b) and (b, a)."""
     return "|".join(sorted((a, b)))
-
-
-def checkpoint_for(session: Session, ref: str) -> Checkpoint:
-    """The checkpoint a ``checkpoint:ID`` reference names."""
-    kind, _, ident = ref.partition(":")
-    if kind != "checkpoint" or not ident.isdigit():
-        raise StudioError(f"model {ref!r}: use 'base' or 'checkpoint:ID'")
-    checkpoint = session.get(Checkpoint, int(ident))
-    if checkpoint is None:
-        raise NotFound(f"model {ref!r}: no such checkpoint")
-    return checkpoint
 
 
 def create_campaign(
@@ -175,3 +176,59 @@ def vote_rows(session: Session, campaign_id: int) -> list[dict[str, Any]]:
         }
         for vote, pair in rows
     ]
+
+
+def campaign_plan(
+    session: Session, settings: Settings, campaign_id: int
+) -> tuple[list[ModelRef], list[tuple[int, str, int]]]:
+    """The campaign's models and its cells (prompt index, prompt, seed), in order.
+
+    ``base`` is the generator the campaign's first checkpoint was trained from (or the
+    studio's default model when the campaign has no checkpoint).
+    """
+    campaign = session.get(Campaign, campaign_id)
+    if campaign is None:
+        raise ValueError(f"campaign {campaign_id} not found")
+    base = None
+    for ref in campaign.models:
+        if ref != "base":
+            base = session.get(Job, checkpoint_for(session, ref).job_id).config
+            break
+    models = [resolve_ref(session, settings, ref, base) for ref in campaign.models]
+    cells = [(i, p, s) for i, p in enumerate(campaign.prompts) for s in campaign.seeds]
+    return models, cells
+
+
+def store_pairs(
+    session: Session,
+    campaign_id: int,
+    models: list[str],
+    cells: list[tuple[int, str, int]],
+    images: dict[str, list[int]],
+) -> int:
+    """Store every blind pair of the campaign (sides at random) and open it for votes.
+
+    ``images[model][n]`` is the stored image id of ``cells[n]``. Pairs are keyed by cell and
+    model pair, so a repeated call stores nothing twice. Returns the number of pairs.
+    """
+    sides = random.SystemRandom()
+    count = 0
+    for a, b in itertools.combinations(models, 2):
+        for n, (index, prompt, seed) in enumerate(cells):
+            left, right = (a, b) if sides.random() < 0.5 else (b, a)
+            values = {
+                "campaign_id": campaign_id,
+                "prompt_index": index,
+                "prompt": prompt,
+                "seed": seed,
+                "pair_key": pair_key(a, b),
+                "left_model": left,
+                "right_model": right,
+                "left_image_id": images[left][n],
+                "right_image_id": images[right][n],
+                "created_at": utcnow(),
+            }
+            upsert(session, Comparison, values, ("campaign_id", "prompt_index", "seed", "pair_key"))
+            count += 1
+    mark_campaign(session, campaign_id, CampaignState.READY, None)
+    return count

@@ -18,10 +18,10 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from app.errors import Conflict, NotFound, StudioError
-from app.models import TERMINAL, Job, JobRun, JobState, RunOutcome, User, utcnow
-from app.settings import Settings
-from app.storage import job_dir, relative
+from app.core.errors import Conflict, NotFound, StudioError
+from app.core.models import TERMINAL, Job, JobRun, JobState, RunOutcome, User, utcnow
+from app.core.settings import Settings
+from app.core.storage import job_dir, relative
 
 MAX_ERROR = 4000
 

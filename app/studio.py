@@ -1,8 +1,11 @@
-"""``srpo studio``: the studio's web server (an ``srpo.commands`` entry point of this package).
+"""``srpo studio``: the studio process (an ``srpo.commands`` entry point of this package).
 
-Embedded mode (the default) also runs the Celery worker and the maintenance loop in-process,
-so one command on one machine trains, rates and serves. Distributed mode runs only the web
-server and the maintenance loop; GPU workers run elsewhere.
+This is the one module that wires the web layer and the worker together: embedded mode (the
+default) runs the web server with the Celery worker and the maintenance loop in-process, so
+one command on one machine trains, rates and serves. Distributed mode runs only the web
+server and the maintenance loop; GPU workers run elsewhere (``python -m worker``). Every other
+module of ``app.web`` and ``worker`` depends only on ``app.core`` and ``srpo``
+(``tests/test_architecture.py`` checks the imports).
 """
 
 from __future__ import annotations
@@ -14,10 +17,10 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from app.models import Role, User
-from app.settings import Settings, get_settings
-from app.startup import prepare
-from app.users import create_user
+from app.core.models import Role, User
+from app.core.settings import Settings, get_settings
+from app.core.startup import prepare
+from app.core.users import create_user
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -54,8 +57,8 @@ def run(args: argparse.Namespace) -> int:
     """Start the studio and serve until interrupted."""
     import uvicorn
 
-    from app.db import database
-    from app.maintenance import Maintenance
+    from app.core.db import database
+    from app.core.maintenance import Maintenance
     from app.web.factory import create_app
 
     settings = Settings(data_dir=Path(args.data_dir)) if args.data_dir else get_settings()

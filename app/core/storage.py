@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from app.errors import NotFound
+from app.core.errors import NotFound
 
 
 def job_dir(storage: Path, job_id: int) -> Path:

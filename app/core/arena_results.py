@@ -1,21 +1,24 @@
-"""Arena results from stored votes: win rates, Bradley-Terry, human-reward agreement, export."""
+"""Arena results from stored votes: win rates, Bradley-Terry, human-reward agreement, export.
+
+The statistics themselves are pure functions in :mod:`app.core.arena_stats`; this module
+reads the votes, maps them to comparisons and scores the pairs' images with the reward.
+"""
 
 from __future__ import annotations
 
 import math
 from typing import Any
 
-import numpy as np
-import torch
-from PIL import Image
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app import arena_stats
-from app.errors import NotFound, StudioError
-from app.models import Campaign, Comparison, SampleImage, User, Vote
-from app.storage import resolve
-from app.web.context import Studio
+from app.core import arena_stats
+from app.core.db import Database
+from app.core.errors import NotFound, StudioError
+from app.core.model_refs import ModelCache
+from app.core.models import Campaign, Comparison, SampleImage, User, Vote
+from app.core.settings import Settings
+from app.core.storage import resolve
 
 BOOTSTRAP_SAMPLES = 300
 
@@ -69,38 +72,55 @@ def comparisons(
     return found
 
 
-def _reward_scores(studio: Studio, session: Session, pair_ids: set[int]) -> dict[str, dict]:
-    """The plain reward r(prompt) of both images of each pair (cached per image)."""
-    pairs = session.scalars(select(Comparison).where(Comparison.id.in_(pair_ids))).all()
-    wanted = {i for p in pairs for i in (p.left_image_id, p.right_image_id)}
-    missing = sorted(wanted - set(studio.reward_cache))
-    if missing:
-        images = session.scalars(select(SampleImage).where(SampleImage.id.in_(missing))).all()
-        reward = studio.models.reward()
-        with studio.models.lock, torch.no_grad():
-            for image in images:
-                path = resolve(studio.settings.storage, image.path)
-                with Image.open(path) as picture:
-                    array = np.asarray(picture.convert("RGB"), dtype=np.float32) / 255
-                batch = torch.from_numpy(array).permute(2, 0, 1)[None]
-                studio.reward_cache[image.id] = float(reward.score(batch, [image.prompt])[0])
-    return {
-        str(p.id): {
-            p.left_model: studio.reward_cache[p.left_image_id],
-            p.right_model: studio.reward_cache[p.right_image_id],
+class PairScores:
+    """The plain reward r(prompt) of both images of arena pairs, computed once per image.
+
+    The reward is the studio's default reward from the :class:`ModelCache`, scored under its
+    lock; scores are kept by image id for the life of the process.
+    """
+
+    def __init__(self, settings: Settings, models: ModelCache) -> None:
+        self.settings, self.models = settings, models
+        self.cache: dict[int, float] = {}
+
+    def of_pairs(self, session: Session, pair_ids: set[int]) -> dict[str, dict[str, float]]:
+        """``{pair id: {model: reward}}`` for the given pairs."""
+        import numpy as np
+        import torch
+        from PIL import Image
+
+        pairs = session.scalars(select(Comparison).where(Comparison.id.in_(pair_ids))).all()
+        wanted = {i for p in pairs for i in (p.left_image_id, p.right_image_id)}
+        missing = sorted(wanted - set(self.cache))
+        if missing:
+            images = session.scalars(select(SampleImage).where(SampleImage.id.in_(missing))).all()
+            reward = self.models.reward()
+            with self.models.lock, torch.no_grad():
+                for image in images:
+                    path = resolve(self.settings.storage, image.path)
+                    with Image.open(path) as picture:
+                        array = np.asarray(picture.convert("RGB"), dtype=np.float32) / 255
+                    batch = torch.from_numpy(array).permute(2, 0, 1)[None]
+                    self.cache[image.id] = float(reward.score(batch, [image.prompt])[0])
+        return {
+            str(p.id): {
+                p.left_model: self.cache[p.left_image_id],
+                p.right_model: self.cache[p.right_image_id],
+            }
+            for p in pairs
         }
-        for p in pairs
-    }
 
 
 def _clean(value: float) -> float | None:
     return None if math.isnan(value) else round(value, 4)
 
 
-def results(studio: Studio, campaign_id: int, criterion: str | None = None) -> dict[str, Any]:
+def results(
+    db: Database, scores: PairScores, campaign_id: int, criterion: str | None = None
+) -> dict[str, Any]:
     """Win rates with Wilson intervals, Bradley-Terry scores with bootstrap intervals, and
     the share of decided pairs where the reward picks the raters' winner."""
-    with studio.db.session() as session:
+    with db.session() as session:
         found = campaign(session, campaign_id)
         criterion = criterion or found.criteria[0]
         if criterion not in found.criteria:
@@ -112,7 +132,7 @@ def results(studio: Studio, campaign_id: int, criterion: str | None = None) -> d
             .where(Comparison.campaign_id == campaign_id)
             .limit(1)
         )
-        scores = _reward_scores(studio, session, {int(c.pair_id) for c in votes}) if votes else {}
+        rewards = scores.of_pairs(session, {int(c.pair_id) for c in votes}) if votes else {}
         name, models = found.name, list(found.models)
     rates = arena_stats.win_rates(votes)
     table = [
@@ -142,7 +162,7 @@ def results(studio: Studio, campaign_id: int, criterion: str | None = None) -> d
             }
             for s in fitted.values()
         ]
-    agreement = arena_stats.human_reward_agreement(votes, scores) if votes else None
+    agreement = arena_stats.human_reward_agreement(votes, rewards) if votes else None
     return {
         "campaign": name,
         "models": models,

@@ -22,6 +22,11 @@ class Conflict(StudioError):
 
 
 class BrokerUnavailable(StudioError):
-    """The job is stored but could not be handed to the queue yet."""
+    """The broker could not be reached; ``job_id`` names the job that is stored but not
+    yet handed to the queue (None for other tasks)."""
 
     status = 503
+
+    def __init__(self, message: str, job_id: int | None = None) -> None:
+        super().__init__(message)
+        self.job_id = job_id

@@ -8,11 +8,11 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app import jobs
-from app.errors import NotFound
-from app.models import Checkpoint, Job, JobMetric, JobRun, SampleImage
-from app.settings import Settings
-from app.storage import resolve
+from app.core import jobs
+from app.core.errors import NotFound
+from app.core.models import Checkpoint, Job, JobMetric, JobRun, SampleImage
+from app.core.settings import Settings
+from app.core.storage import resolve
 
 LOG_TAIL_BYTES = 20_000
 

@@ -1,0 +1,82 @@
+"""``/api/v1/campaigns``: create (the worker renders the pairs), list, results, export."""
+
+from __future__ import annotations
+
+import io
+from typing import Any, Literal
+
+from fastapi import APIRouter, Response
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, Field
+from sqlalchemy import select
+
+from app.core import arena, arena_results, dispatch
+from app.core.models import Campaign, CampaignState, User
+from app.web.api.deps import State, Trainer
+
+router = APIRouter(tags=["campaigns"])
+
+
+class CampaignIn(BaseModel):
+    name: str
+    models: list[str] = Field(description="'base' or 'checkpoint:ID', at least two")
+    prompts: list[str]
+    seeds: list[int]
+    criteria: list[str] = Field(default_factory=lambda: ["overall"])
+
+
+def campaign_row(found: Campaign) -> dict[str, Any]:
+    """A campaign as plain JSON values."""
+    return {
+        "id": found.id,
+        "name": found.name,
+        "state": found.state.value,
+        "models": found.models,
+        "criteria": found.criteria,
+        "prompts": len(found.prompts),
+        "seeds": found.seeds,
+        "error": found.error,
+    }
+
+
+@router.post("/campaigns", status_code=201, summary="create a campaign and render its pairs")
+def create_campaign(body: CampaignIn, who: Trainer, state: State) -> dict[str, Any]:
+    def store(session) -> int:
+        creator = session.get(User, who.id)
+        found = arena.create_campaign(
+            session, body.name, body.models, body.prompts, body.seeds, body.criteria, creator
+        )
+        session.flush()
+        return found.id
+
+    campaign_id = state.db.write(store)
+    dispatch.send(state.settings, dispatch.PAIRS_TASK, [campaign_id])
+    return {"id": campaign_id, "state": CampaignState.PENDING.value}
+
+
+@router.get("/campaigns", summary="every campaign")
+def list_campaigns(_: Trainer, state: State) -> list[dict[str, Any]]:
+    with state.db.session() as session:
+        return [campaign_row(c) for c in session.scalars(select(Campaign).order_by(Campaign.id))]
+
+
+@router.get("/campaigns/{campaign_id}/results", summary="win rates, Bradley-Terry, agreement")
+def campaign_results(
+    campaign_id: int, _: Trainer, state: State, criterion: str | None = None
+) -> dict[str, Any]:
+    return arena_results.results(state.db, state.pair_scores, campaign_id, criterion)
+
+
+@router.get("/campaigns/{campaign_id}/export", summary="preference dataset (JSONL or CSV)")
+def export(
+    campaign_id: int, _: Trainer, state: State, format: Literal["jsonl", "csv"] = "jsonl"
+) -> Response:
+    with state.db.session() as session:
+        text = arena_results.export(session, campaign_id, format)
+    media = "application/x-ndjson" if format == "jsonl" else "text/csv"
+    name = f"campaign-{campaign_id}-preferences.{format}"
+    return StreamingResponse(
+        io.BytesIO(text.encode()),
+        media_type=media,
+        headers={"Content-Disposition": f'attachment; filename="{name}"'},
+    )

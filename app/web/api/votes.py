@@ -1,0 +1,74 @@
+"""``/api/v1/votes`` and the raters' side, ``/api/v1/rate/...``: open campaigns, the next blind
+pair, its images (never its model names), and one vote per pair and criterion."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from fastapi import APIRouter
+from fastapi.responses import FileResponse
+from pydantic import BaseModel
+from sqlalchemy import select
+
+from app.core import arena, arena_results
+from app.core.errors import NotFound
+from app.core.models import Campaign, CampaignState, Choice, Comparison, SampleImage, User
+from app.core.storage import resolve
+from app.web.api.deps import Rater, State
+
+router = APIRouter(tags=["votes"])
+
+
+class VoteIn(BaseModel):
+    comparison_id: int
+    criterion: str
+    choice: Literal["left", "right", "tie", "both_bad", "skip"]
+
+
+@router.get("/rate/campaigns", summary="campaigns open for votes (for raters)")
+def open_campaigns(_: Rater, state: State) -> list[dict[str, Any]]:
+    with state.db.session() as session:
+        found = session.scalars(
+            select(Campaign).where(Campaign.state == CampaignState.READY).order_by(Campaign.id)
+        )
+        return [{"id": c.id, "name": c.name, "criteria": c.criteria} for c in found]
+
+
+@router.get("/rate/campaigns/{campaign_id}/next", summary="a blind pair you have not judged")
+def next_pair(campaign_id: int, criterion: str, who: Rater, state: State) -> dict[str, Any]:
+    with state.db.session() as session:
+        arena_results.campaign(session, campaign_id)
+        pair = arena.next_pair(session, campaign_id, session.get(User, who.id), criterion)
+        if pair is None:
+            return {"done": True}
+        return {
+            "done": False,
+            "comparison_id": pair.id,
+            "prompt": pair.prompt,
+            "criterion": criterion,
+            "left_url": f"/api/v1/rate/pairs/{pair.id}/left",
+            "right_url": f"/api/v1/rate/pairs/{pair.id}/right",
+        }
+
+
+@router.get("/rate/pairs/{comparison_id}/{side}", summary="one side's image of a blind pair")
+def pair_image(
+    comparison_id: int, side: Literal["left", "right"], _: Rater, state: State
+) -> FileResponse:
+    with state.db.session() as session:
+        pair = session.get(Comparison, comparison_id)
+        if pair is None:
+            raise NotFound(f"pair {comparison_id} not found")
+        image = session.get(
+            SampleImage, pair.left_image_id if side == "left" else pair.right_image_id
+        )
+        path = resolve(state.settings.storage, image.path)
+    return FileResponse(path, media_type="image/png", headers={"Cache-Control": "private"})
+
+
+@router.post("/votes", status_code=201, summary="one vote (a second on the same pair is refused)")
+def vote(body: VoteIn, who: Rater, state: State) -> dict[str, Any]:
+    def store(session) -> int:
+        return arena.cast_vote(session, who.id, body.comparison_id, body.criterion, body.choice)
+
+    return {"id": state.db.write(store), "choice": Choice(body.choice).value}
