@@ -1,4 +1,9 @@
-"""What training and rendering write: metrics per step, checkpoints and sample images."""
+"""The write side of what runs produce: metrics per step, checkpoints and sample images.
+
+The worker's trainer callback and rendering call these (every write is an upsert, so a
+repeated or resumed run neither duplicates nor loses a row); :mod:`app.core.reads` reads
+them back. A job's state and lease are written by :mod:`app.core.jobs` instead.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,10 @@
-"""Read models for the API and the UI: jobs, metrics, samples, logs and checkpoint files."""
+"""The read side of jobs and checkpoints: what the REST API and the Train and Checkpoints
+tabs show, as plain JSON rows (jobs with queue position and progress, metrics, sample
+images, logs, checkpoints), and the checkpoint files a download may serve.
+
+Nothing here writes; the writes are :mod:`app.core.jobs` (state) and
+:mod:`app.core.outputs` (what runs produce).
+"""
 
 from __future__ import annotations
 
