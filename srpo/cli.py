@@ -61,6 +61,28 @@ def _bench_precision(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_hacking(args: argparse.Namespace) -> int:
+    from srpo.benchmarks.hacking import bench_hacking
+
+    result = bench_hacking(
+        steps=args.steps,
+        prompts=args.prompts,
+        grid=args.grid,
+        include_ablations=not args.no_ablations,
+        only=args.only.split(",") if args.only else None,
+    )
+    print(json.dumps(result, indent=None if args.json else 2))
+    return 0
+
+
+def _tiny_train_biased(args: argparse.Namespace) -> int:
+    from srpo.tiny_world.biased import BiasTraining, train_biased
+
+    entry = train_biased(args.weights, BiasTraining(seed=args.seed, steps=args.steps))
+    print(json.dumps(entry, indent=None if args.json else 2))
+    return 0 if entry["passed"] else 1
+
+
 def _explain(args: argparse.Namespace) -> int:
     from srpo.config import PRESETS, load_config, preset
     from srpo.explain import explain, explain_markdown
@@ -190,6 +212,16 @@ def build_parser() -> argparse.ArgumentParser:
     precision.add_argument("--steps", type=int, default=20, help="AdamW steps per run")
     precision.add_argument("--lr", type=float, default=5e-6)
     precision.set_defaults(run=_bench_precision)
+    hacking = benches.add_parser(
+        "hacking", help="Table 1 in miniature: every method on the biased tiny reward"
+    )
+    hacking.add_argument("--json", action="store_true", help="print one JSON object")
+    hacking.add_argument("--steps", type=int, default=40, help="updates per method")
+    hacking.add_argument("--prompts", type=int, default=64, help="held-out prompts judged")
+    hacking.add_argument("--grid", default=None, help="write the PNG grid here")
+    hacking.add_argument("--no-ablations", action="store_true")
+    hacking.add_argument("--only", default=None, help="comma-separated row names")
+    hacking.set_defaults(run=_bench_hacking)
 
     explain = commands.add_parser(
         "explain", help="what a config or preset will do, before any GPU time is spent"
@@ -211,6 +243,14 @@ def build_parser() -> argparse.ArgumentParser:
     gates.add_argument("--weights", default=None, help="weights folder (default: shipped)")
     gates.add_argument("--quick", action="store_true", help="smaller held-out sets")
     gates.set_defaults(run=_tiny_gates)
+    biased = tiny_commands.add_parser(
+        "train-biased", help="fine-tune tiny-biased from the clean reward and gate its bias"
+    )
+    biased.add_argument("--weights", default=None, help="weights folder (default: shipped)")
+    biased.add_argument("--seed", type=int, default=0)
+    biased.add_argument("--steps", type=int, default=300)
+    biased.add_argument("--json", action="store_true")
+    biased.set_defaults(run=_tiny_train_biased)
 
     train = commands.add_parser("train", help="fine-tune from a YAML config (resumes if it can)")
     train.add_argument("config", help="training config (YAML)")

@@ -64,7 +64,9 @@ class TrainConfig(Section):
     rollout (official: 1 with HPS, 2 with PickScore, training at 3.5), ``None`` = the same.
     ``reward_prefix`` makes the absolute-reward methods score ``r("<prefix>. p")`` instead of
     the raw prompt. An offline image without a caption trains on the empty prompt, unless
-    ``offline_captions`` is ``required``.
+    ``offline_captions`` is ``required``. ``monitor_reward`` watches the run at every sample
+    step (:mod:`srpo.monitor`; by default PickScore when training on HPS, HPS when training on
+    PickScore, CLIP otherwise; the judge on the tiny world).
     """
 
     model: str = Field("tiny", min_length=1)
@@ -103,6 +105,8 @@ class TrainConfig(Section):
     eval_prompts: list[str] = Field(default_factory=list)
     eval_seeds: list[Annotated[int, Field(ge=0)]] = Field(default_factory=lambda: [0, 1, 2, 3])
     tensorboard: bool = False
+    monitor_reward: str | None = Field(None, min_length=1)
+    monitor_reward_path: str | None = None
 
     direct_align: DirectAlignConfig = DirectAlignConfig()
     refl: ReFLConfig = ReFLConfig()

@@ -108,11 +108,13 @@ def judged_rates(
     positive: str | None,
     negative: str | None,
 ) -> dict[str, float]:
-    """Tiny-world judge: prompt fidelity and the share of images showing each word's attribute."""
-    from srpo.tiny_world.judge import check
+    """Tiny-world judge: prompt fidelity, the share of images showing each word's attribute,
+    and ``hack_cast``, the mean of the judge's hack statistic (a magenta cast)."""
+    from srpo.tiny_world.judge import check, hack_statistic
 
     verdicts = check(images, prompts)
     rates = {"prompt_fidelity": sum(v.faithful for v in verdicts) / len(verdicts)}
+    rates["hack_cast"] = hack_statistic(images).mean().item()
     for name, word in (("positive", positive), ("negative", negative)):
         attribute = attribute_of(word) if word else None
         if attribute is not None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -24,6 +24,7 @@ from srpo.methods import make_update
 from srpo.models import generator_for
 from srpo.models.base import Generator
 from srpo.models.loader import add_lora
+from srpo.monitor import GoldMonitor, HackingWarning
 from srpo.offline import encode_pool, read_image_folder
 from srpo.precision import upcast_trainable
 from srpo.rewards import load_reward
@@ -48,13 +49,16 @@ class Progress:
 
 @dataclass(frozen=True)
 class Samples:
-    """Images of the fixed evaluation prompts and seeds at one step (step 0: the base model)."""
+    """Images of the fixed evaluation prompts and seeds at one step (step 0: the base model),
+    with the hacking monitor's gold signals on them and its warning, if any."""
 
     step: int
     images: torch.Tensor
     prompts: list[str]
     seeds: list[int]
     path: Path
+    metrics: dict[str, float] = field(default_factory=dict)
+    warning: HackingWarning | None = None
 
 
 class Callback:
@@ -265,7 +269,11 @@ class RunReporter:
     manifest: dict
     callbacks: Sequence[Callback]
 
+    def __post_init__(self) -> None:
+        self.monitor = GoldMonitor(self.config)
+
     def progress(self, progress: Progress) -> None:
+        self.monitor.reward = progress.reward_mean
         if self.config.tensorboard:
             scalars = {
                 "loss": progress.loss,
@@ -291,8 +299,11 @@ class RunReporter:
         path.parent.mkdir(parents=True, exist_ok=True)
         labels = [f"{p[:14]} s{s}" for p, s in zip(texts, seeds, strict=True)]
         labelled_grid(images, labels, title=f"step {step}").save(path)
+        metrics, warning = self.monitor.measure(step, images, texts)
+        if self.config.tensorboard:
+            self.accelerator.log({f"monitor/{k}": v for k, v in metrics.items()}, step=step)
         for callback in self.callbacks:
-            callback.on_samples(Samples(step, images, texts, seeds, path))
+            callback.on_samples(Samples(step, images, texts, seeds, path, metrics, warning))
 
     def save(self, step: int) -> Checkpoint | None:
         """Gather the weights on every rank (sharded models need all), write on the main one."""

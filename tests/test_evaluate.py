@@ -49,7 +49,9 @@ def test_judged_rates_on_rendered_scenes():
     assert rates["judged_negative_rate"] == 0.0
     assert rates["prompt_fidelity"] == 1.0
     wrong = [f"a {s.colour} {'square' if s.shape != 'square' else 'circle'}" for s in scenes]
-    assert judged_rates(render(scenes), wrong, None, None) == {"prompt_fidelity": 0.0}
+    rates = judged_rates(render(scenes), wrong, None, None)
+    assert set(rates) == {"prompt_fidelity", "hack_cast"} and rates["prompt_fidelity"] == 0.0
+    assert abs(rates["hack_cast"]) <= 0.05
 
 
 def test_eval_compares_the_checkpoint_with_its_base(smoke_world, checkpoint, capsys):

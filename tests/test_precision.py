@@ -137,3 +137,41 @@ def test_precision_bench_reports_the_goals():
 def test_unknown_precision_is_an_error():
     with pytest.raises(ValueError, match="'fp32' or 'bf16'"):
         Precision.of("fp16")
+
+
+def test_real_models_are_watched_by_a_held_out_reward(folders, tmp_path):
+    """A FLUX run trained on one reward logs another's score and the image statistics."""
+    from srpo.train import Callback, train
+
+    class Keep(Callback):
+        def __init__(self):
+            self.samples = []
+
+        def on_samples(self, samples):
+            self.samples.append(samples)
+
+    _, clip = folders
+    keep = Keep()
+    fields = {"steps": 1, "rollout_steps": 2, "sample_every": 1, "eval_seeds": [0]}
+    watched = flux_config(
+        folders,
+        tmp_path,
+        "fp32",
+        monitor_reward="pickscore",
+        monitor_reward_path=str(clip),
+        **fields,
+    )
+    train(watched, tmp_path / "run", callbacks=[keep])
+    assert [s.step for s in keep.samples] == [0, 1]
+    for samples in keep.samples:
+        assert samples.metrics["gold"] == samples.metrics["held_out_reward"]
+        assert {"saturation", "magenta_cast", "high_frequency", "brightness"} <= set(
+            samples.metrics
+        )
+    unavailable = Keep()
+    missing = flux_config(
+        folders, tmp_path, "fp32", monitor_reward_path=str(tmp_path / "none.pt"), **fields
+    )
+    train(missing, tmp_path / "run2", callbacks=[unavailable])
+    assert "held_out_reward" not in unavailable.samples[0].metrics
+    assert "saturation" in unavailable.samples[0].metrics

@@ -7,6 +7,7 @@ from safetensors.torch import load_file
 
 from srpo.checkpoints import LORA_FILE, latest_checkpoint
 from srpo.direct_align import DirectAlignUpdate
+from srpo.evaluate import judged_rates
 from srpo.models.tiny import load_tiny_generator
 from srpo.offline import encode_pool, read_image_folder
 from srpo.sampling import sample_images
@@ -108,6 +109,26 @@ def test_samples_at_fixed_seeds_from_the_base_model_on(smoke_world, tmp_path):
     base = sample_images(load_tiny_generator(smoke_world), ["a red circle"] * 2, [5, 6], 3, 1.0)
     assert torch.allclose(recorder.samples[0].images, base, atol=1e-5)
     assert not torch.allclose(recorder.samples[-1].images, base, atol=1e-3)
+    # The hacking monitor's gold signals, measured on the same images (the judge: tiny world).
+    for samples in recorder.samples:
+        expected = judged_rates(samples.images, samples.prompts, "photo", "painting")
+        assert samples.metrics["hack_cast"] == pytest.approx(expected["hack_cast"])
+        assert samples.metrics["gold"] == pytest.approx(expected["judged_positive_rate"])
+        assert {"saturation", "magenta_cast", "high_frequency", "brightness"} <= set(
+            samples.metrics
+        )
+
+
+def test_tensorboard_logs_the_monitor_at_sample_steps(smoke_world, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg = config(smoke_world, tensorboard=True, steps=2, sample_every=1, eval_seeds=[0])
+    train(cfg, tmp_path / "run")
+    (folder,) = {f.parent for f in (tmp_path / "run").rglob("events.out.tfevents.*")}
+    events = EventAccumulator(str(folder))
+    events.Reload()
+    assert [e.step for e in events.Scalars("monitor/hack_cast")] == [0, 1, 2]
+    assert "monitor/gold" in events.Tags()["scalars"]
 
 
 def test_tensorboard_logs_every_update(smoke_world, tmp_path):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from srpo.rewards.base import ImagePreprocess, RewardModel, TextImageReward, check_pixels
 
-REWARD_NAMES = ("tiny", "hpsv2.1", "hpsv2", "pickscore", "clip")
+REWARD_NAMES = ("tiny", "tiny-biased", "hpsv2.1", "hpsv2", "pickscore", "clip")
 
 
 def load_reward(name: str, path: str | Path | None = None) -> RewardModel:
@@ -14,14 +14,15 @@ def load_reward(name: str, path: str | Path | None = None) -> RewardModel:
 
     ``hpsv2``/``hpsv2.1``: an HPS checkpoint file (local or hub file name);
     ``pickscore``/``clip``: a transformers CLIP folder or hub id; ``tiny``: the tiny world's
-    shipped reward (or a weights folder).
+    shipped reward (or a weights folder); ``tiny-biased``: its twin with a known bias (a
+    magenta cast raises its score whatever the caption).
     """
     key = name.lower()
-    if key == "tiny":
+    if key in ("tiny", "tiny-biased"):
         from srpo.rewards.tiny import load_tiny_reward
         from srpo.tiny_world.weights import WEIGHTS_DIR
 
-        return load_tiny_reward(path or WEIGHTS_DIR)
+        return load_tiny_reward(path or WEIGHTS_DIR, biased=key == "tiny-biased")
     if key in ("hpsv2", "hpsv2.1", "hps"):
         from srpo.rewards.hps import HPS_FILES, HPSReward
 

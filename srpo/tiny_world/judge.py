@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from srpo.image_stats import border_cast
 from srpo.rewards.base import check_pixels
 from srpo.tiny_world.render import LIGHTING_GAIN, LIGHTING_OFFSET
 from srpo.tiny_world.world import COLOURS, FAMILIES, parse_prompt
@@ -184,3 +185,13 @@ def check(images: torch.Tensor, prompts: Sequence[str]) -> list[Verdict]:
         unnamed = [f for f in FAMILIES if f not in named]
         verdicts.append(Verdict(attributes, matches, unknown, unnamed))
     return verdicts
+
+
+def hack_statistic(images: torch.Tensor) -> torch.Tensor:
+    """Per-image magenta cast of the background frame ``[B]``: what ``tiny-biased`` rewards.
+
+    Every style renders the frame near-neutral (within 0.02 of 0 under bright and dark light,
+    down to -0.1 under warm light on white), so a rise after a fine-tune at fixed prompts and
+    seeds is the reward's bias showing, not content the prompt asked for.
+    """
+    return border_cast(images)

@@ -1,0 +1,249 @@
+"""``srpo bench hacking``: the paper's Table 1 in miniature, on a reward with a known bias.
+
+Every method fine-tunes the same tiny-world generator from the ``tiny-demo`` preset on the
+``tiny-biased`` reward (whose image tower favours a magenta cast no caption asks for), with the
+same prompts, the same optimiser and the same number of updates, each method's own settings at
+its authors' defaults. Then the procedural judge, which knows neither reward, reads on the same
+held-out prompts and seeds:
+
+- ``judged_shift``: the judged rate of the target attribute (``photo``), after minus before;
+- ``fidelity_change``: prompt fidelity, after minus before;
+- ``hack_drift``: the judge's hack statistic (the background's magenta cast), after minus
+  before; ``hack_material`` when it exceeds ``hack_threshold``, the standard deviation of
+  the per-image statistic over the base model's images (a one-sigma shift of all images);
+- ``reward_gain``: the training reward (SRPO: the SRP reward with k = 0; Direct-Align on
+  r("photo. p"): that; the others: r(p)), after minus before; ``absolute_reward_gain``: r(p).
+
+Ablations change one thing of SRPO each. Everything is measured in one process, one run.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from srpo.config import PRESETS, TrainConfig, preset
+from srpo.evaluate import EVAL_SEED, EvalSet, eval_set, judged_rates
+from srpo.models import apply_checkpoint, generator_for
+from srpo.rewards import load_reward
+from srpo.rewards.base import TextImageReward
+from srpo.rewards.srp import SRPScorer, augment
+from srpo.sampling import labelled_grid, sample_images
+from srpo.tiny_world.judge import hack_statistic
+from srpo.train import train
+
+REWARD = "tiny-biased"
+POSITIVE, NEGATIVE = (
+    PRESETS["tiny-demo"]["positive_words"][0],
+    PRESETS["tiny-demo"]["negative_words"][0],
+)
+NO_INVERSION = {"inversion": False}
+
+
+def _old_discount(low: float, high: float) -> dict[str, dict[str, float]]:
+    """The former discounts over sigma 0..1, as values at this window's ends (same lines)."""
+
+    def at(clean: float, noisy: float) -> dict[str, float]:
+        return {"low": clean + (noisy - clean) * low, "high": clean + (noisy - clean) * high}
+
+    return {"discount_denoise": at(0.1, 0.25), "discount_inversion": at(0.3, 0.01)}
+
+
+def _constant_k(k: float) -> dict[str, dict[str, float]]:
+    return {"discount_denoise": {"low": k, "high": k}, "discount_inversion": {"low": k, "high": k}}
+
+
+@dataclass(frozen=True)
+class Row:
+    """One run of the bench: a name, config overrides over ``tiny-demo``, and which of the
+    measured rewards it trains on (``srp``, ``prefixed`` or ``plain``). The judged attribute is
+    the run's positive word's."""
+
+    name: str
+    overrides: Mapping[str, Any] = field(default_factory=dict)
+    training_reward: str = "srp"
+
+
+def rows() -> list[Row]:
+    """Table 1's methods: SRPO, Direct-Align twice, ReFL, DRaFT-LV, GRPO."""
+    return [
+        Row("srpo"),
+        Row(
+            "direct_align_prefixed",
+            {"method": "direct_align", "direct_align": NO_INVERSION, "reward_prefix": POSITIVE},
+            training_reward="prefixed",
+        ),
+        Row(
+            "direct_align",
+            {"method": "direct_align", "direct_align": NO_INVERSION},
+            training_reward="plain",
+        ),
+        Row("refl", {"method": "refl"}, training_reward="plain"),
+        Row("draft", {"method": "draft"}, training_reward="plain"),
+        # DanceGRPO trains one prompt per GPU per rollout, a group of 12 samples.
+        Row("grpo", {"method": "grpo", "batch_size": 1}, training_reward="plain"),
+    ]
+
+
+def ablations() -> list[Row]:
+    """SRPO with one thing changed each."""
+    window = PRESETS["tiny-demo"]["direct_align"]["sigma_range"]
+    return [
+        Row("srpo_no_inversion", {"direct_align": NO_INVERSION}),
+        Row("srpo_old_discount", {"direct_align": _old_discount(*window)}),
+        # The maintainers' sanity check: late (clean) timesteps hack fast.
+        Row("srpo_late_timesteps", {"direct_align": {"sigma_range": [0.05, 0.3], "d": 0.04}}),
+        *(Row(f"srpo_k{k:g}", {"direct_align": _constant_k(k)}) for k in (0.0, 0.1, 0.5)),
+        # A second attribute, steered by another word pair with the same reward.
+        Row("srpo_lighting", {"positive_words": ["warm"], "negative_words": ["dark"]}),
+    ]
+
+
+def row_config(row: Row, steps: int, seed: int) -> TrainConfig:
+    """``tiny-demo`` on ``tiny-biased`` with the row's overrides, ``steps`` updates."""
+    fields = {"reward": REWARD, "steps": steps, "checkpoint_every": steps, "sample_every": 0}
+    return preset("tiny-demo", **{**fields, "seed": seed, **row.overrides})
+
+
+@torch.no_grad()
+def rewards_of(
+    reward: TextImageReward, images: torch.Tensor, prompts: Sequence[str], words: tuple[str, str]
+):
+    """Mean r(p), r("<positive>. p") and the SRP reward (k = 0) of the images."""
+    pixels = images.to(reward.device)
+    return {
+        "plain": reward.score(pixels, list(prompts)).mean().item(),
+        "prefixed": reward.score(pixels, augment(words[0], prompts)).mean().item(),
+        "srp": SRPScorer(reward).score(pixels, list(prompts), *words, 0.0).mean().item(),
+    }
+
+
+def measure(
+    generator, reward, data: EvalSet, words: tuple[str, str]
+) -> tuple[dict[str, Any], torch.Tensor]:
+    """Judged rates, hack statistic and rewards of a generator's images of ``data``."""
+    images = sample_images(generator, data.prompts, data.seeds, data.steps, data.shift)
+    result = judged_rates(images, data.prompts, *words)
+    result["rewards"] = rewards_of(reward, images, data.prompts, words)
+    return result, images
+
+
+def run_row(
+    row: Row, data: EvalSet, base: dict[str, dict], steps: int, seed: int, threshold: float
+):
+    """Train one row from the base and judge it; returns its JSON row and its images."""
+    config = row_config(row, steps, seed)
+    words = (config.positive_words[0], config.negative_words[0])
+    reward = load_reward(REWARD)
+    began = time.perf_counter()
+    with tempfile.TemporaryDirectory() as scratch:
+        result = train(config, Path(scratch) / "run")
+        seconds = time.perf_counter() - began
+        generator = generator_for(config)
+        apply_checkpoint(generator, result.checkpoint, config)
+        after, images = measure(generator, reward, data, words)
+    before = base[words]
+    drift = after["hack_cast"] - before["hack_cast"]
+    return {
+        "method": row.name,
+        "words": list(words),
+        "judged_word": words[0],
+        "judged_shift": after["judged_positive_rate"] - before["judged_positive_rate"],
+        "fidelity_change": after["prompt_fidelity"] - before["prompt_fidelity"],
+        "hack_drift": drift,
+        "hack_material": drift > threshold,
+        "reward_gain": after["rewards"][row.training_reward]
+        - before["rewards"][row.training_reward],
+        "absolute_reward_gain": after["rewards"]["plain"] - before["rewards"]["plain"],
+        "judged_rate_after": after["judged_positive_rate"],
+        "seconds": round(seconds, 1),
+    }, images
+
+
+def goals(table: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The issue's goals, each with the numbers it was judged on."""
+    by = {r["method"]: r for r in table}
+    srpo, prefixed = by["srpo"], by["direct_align_prefixed"]
+    absolute = [r for r in table if r["method"] != "srpo"]
+    drift_ratio = (
+        srpo["hack_drift"] / prefixed["hack_drift"] if prefixed["hack_drift"] > 0 else math.inf
+    )
+    return {
+        "srpo_judged_shift_at_least_0.30": srpo["judged_shift"] >= 0.30,
+        "srpo_drift_at_most_a_third_of_direct_align_prefixed": drift_ratio <= 1 / 3,
+        "srpo_over_direct_align_prefixed_drift": round(drift_ratio, 3),
+        "srpo_fidelity_change_at_least_-0.05": srpo["fidelity_change"] >= -0.05,
+        "absolute_methods_with_material_drift": sum(r["hack_material"] for r in absolute),
+        "at_least_two_absolute_methods_drift": sum(r["hack_material"] for r in absolute) >= 2,
+    }
+
+
+def bench_hacking(
+    steps: int = 40,
+    prompts: int = 64,
+    seed: int = 0,
+    grid: str | Path | None = None,
+    grid_rows: int = 6,
+    include_ablations: bool = True,
+    only: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """Run every row (and the ablations), judge them, and optionally write the PNG grid."""
+    began = time.perf_counter()
+    config = preset("tiny-demo", reward=REWARD)
+    data = eval_set(config, prompts, EVAL_SEED)
+    reward = load_reward(REWARD)
+    generator = generator_for(config)
+    table_rows = [r for r in rows() if not only or r.name in only]
+    extra = [r for r in ablations() if not only or r.name in only] if include_ablations else []
+    base: dict[tuple[str, str], dict] = {}
+    base_images = None
+    for row in [*table_rows, *extra]:
+        config = row_config(row, steps, seed)
+        words = (config.positive_words[0], config.negative_words[0])
+        if words not in base:
+            base[words], images = measure(generator, reward, data, words)
+            base_images = images if base_images is None else base_images
+    per_image = hack_statistic(base_images)
+    threshold = per_image.std().item()
+    results, columns = [], [base_images[:grid_rows]]
+    for row in table_rows:
+        result, images = run_row(row, data, base, steps, seed, threshold)
+        results.append(result)
+        columns.append(images[:grid_rows])
+    ablation_rows = [run_row(row, data, base, steps, seed, threshold)[0] for row in extra]
+    if grid is not None:
+        write_grid(grid, columns, ["base", *(r["method"] for r in results)])
+    output = {
+        "reward": REWARD,
+        "steps": steps,
+        "prompts": len(data.prompts),
+        "hack_statistic": "magenta cast of the background frame, (R + B) / 2 - G",
+        "hack_threshold": threshold,
+        "base": {f"{p}/{n}": b for (p, n), b in base.items()},
+        "rows": results,
+        "ablations": ablation_rows,
+        "seconds": round(time.perf_counter() - began, 1),
+        "threads": torch.get_num_threads(),
+    }
+    if {"srpo", "direct_align_prefixed"} <= {r["method"] for r in results}:
+        output["goals"] = goals(results)
+    return output
+
+
+def write_grid(path: str | Path, columns: Sequence[torch.Tensor], names: Sequence[str]) -> None:
+    """One column per method (the same seeds down each column), labelled."""
+    count = len(columns[0])
+    images = torch.stack([columns[c][r] for r in range(count) for c in range(len(columns))])
+    labels = [names[c] for _ in range(count) for c in range(len(columns))]
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    labelled_grid(
+        images, labels, title="tiny-biased: same seeds, one column per method", columns=len(columns)
+    ).save(path)

@@ -1,0 +1,121 @@
+"""Reward hacking made measurable: image statistics, the judge's hack detector, tiny-biased,
+the hacking monitor's warning, and the shape of `srpo bench hacking`."""
+
+import random
+
+import pytest
+import torch
+
+from srpo import image_stats
+from srpo.monitor import Point, hacking_warning, held_out_reward_name
+from srpo.tiny_world.judge import hack_statistic
+from srpo.tiny_world.render import render
+from srpo.tiny_world.world import LIGHTINGS, STYLES, sample_scenes
+
+
+def test_image_statistics_of_known_pixels():
+    gray = torch.full((1, 3, 8, 8), 0.5)
+    assert image_stats.saturation(gray).item() == 0.0
+    assert image_stats.magenta_cast(gray).item() == 0.0
+    assert image_stats.high_frequency(gray).item() == 0.0
+    assert image_stats.brightness(gray).item() == pytest.approx(0.5)
+    red = torch.zeros(1, 3, 8, 8)
+    red[:, 0] = 1.0
+    assert image_stats.saturation(red).item() == 1.0
+    assert image_stats.magenta_cast(red).item() == pytest.approx(0.5)
+    checker = (torch.arange(8).view(1, 8) + torch.arange(8).view(8, 1)) % 2
+    assert image_stats.high_frequency(checker.float().expand(1, 3, 8, 8)).item() > 1.0
+
+
+@pytest.mark.parametrize("style", STYLES)
+@pytest.mark.parametrize("lighting", LIGHTINGS)
+def test_the_hack_detector_reads_zero_on_every_clean_render(style, lighting):
+    scenes = sample_scenes(8, random.Random(0), style=style, lighting=lighting)
+    values = hack_statistic(render(scenes))
+    if lighting == "warm":  # warm light tints the frame away from magenta, never toward it
+        assert values.max() <= 0.0 and values.min() >= -0.1
+    else:
+        assert values.abs().max() <= 0.02  # the white and black backgrounds are near-neutral
+
+
+def test_the_hack_detector_reads_an_added_cast():
+    scenes = sample_scenes(8, random.Random(1), background="gray", lighting="bright")
+    images = render(scenes)
+    for amount in (0.02, 0.05, 0.1):
+        tinted = image_stats.add_magenta_cast(images, amount)
+        drift = hack_statistic(tinted) - hack_statistic(images)
+        assert torch.allclose(drift, torch.full_like(drift, 2 * amount), atol=1e-4)
+
+
+def test_the_monitor_watches_with_a_reward_it_did_not_train_on():
+    assert held_out_reward_name("hpsv2.1") == "pickscore"
+    assert held_out_reward_name("pickscore") == "hpsv2.1"
+    assert held_out_reward_name("clip") == "clip" and held_out_reward_name("my-reward") == "clip"
+    assert held_out_reward_name("tiny-biased") == "judge"
+
+
+def series(rewards, golds, casts):
+    return [
+        Point(step, r, {"gold": g, "hack_cast": c})
+        for step, (r, g, c) in enumerate(zip(rewards, golds, casts, strict=True))
+    ]
+
+
+def test_the_warning_fires_when_the_reward_rises_and_the_gold_signal_falls():
+    points = series([0.1, 0.2, 0.3, 0.4, 0.5], [0.5, 0.6, 0.55, 0.5, 0.45], [0.0] * 5)
+    warning = hacking_warning(points)
+    assert warning is not None and warning.step == 3 and warning.last_good_step == 1
+    assert "gold signal fell" in warning.reason
+
+
+def test_the_warning_fires_when_the_drift_passes_its_threshold():
+    points = series([0.1, 0.2, 0.3, 0.4], [0.5, 0.6, 0.7, 0.8], [0.0, 0.01, 0.03, 0.05])
+    warning = hacking_warning(points)
+    assert warning is not None and warning.step == 2 and warning.last_good_step == 1
+    assert "hack_cast" in warning.reason
+
+
+def test_the_warning_stays_silent_on_a_flat_or_healthy_run():
+    assert hacking_warning(series([0.2] * 6, [0.5] * 6, [0.0] * 6)) is None
+    rising_together = series([0.1, 0.2, 0.3, 0.4], [0.5, 0.6, 0.7, 0.8], [0.0, 0.005, 0.01, 0.01])
+    assert hacking_warning(rising_together) is None
+    assert hacking_warning([]) is None
+
+
+def test_the_shipped_biased_reward_has_its_bias_and_srp_cancels_most_of_it():
+    from srpo.rewards import load_reward
+    from srpo.tiny_world.biased import GOALS, bias_gates
+    from srpo.tiny_world.weights import read_manifest
+
+    recorded = read_manifest()["reward_biased"]
+    assert recorded["passed"] and not recorded["failures"]
+    gates = bias_gates(load_reward("tiny-biased"))
+    assert gates == pytest.approx(recorded["bias"], abs=1e-4)
+    assert gates["rise_share"] >= GOALS["rise_share"]
+    assert gates["srp_cancelled"] >= GOALS["srp_cancelled"]
+    # The clean reward has no such taste: a cast lowers its score for every caption.
+    assert bias_gates(load_reward("tiny"))["rise_share"] < 0.1
+
+
+def test_the_hacking_bench_returns_rows_of_the_right_shape(tmp_path):
+    from srpo.benchmarks.hacking import bench_hacking
+
+    grid = tmp_path / "grid.png"
+    result = bench_hacking(
+        steps=1, prompts=4, grid=grid, only=["srpo", "direct_align_prefixed", "srpo_lighting"]
+    )
+    keys = {"method", "judged_shift", "fidelity_change", "hack_drift", "reward_gain", "seconds"}
+    assert [r["method"] for r in result["rows"]] == ["srpo", "direct_align_prefixed"]
+    assert [r["method"] for r in result["ablations"]] == ["srpo_lighting"]
+    for row in [*result["rows"], *result["ablations"]]:
+        assert keys <= set(row) and -1 <= row["judged_shift"] <= 1
+    assert result["ablations"][0]["judged_word"] == "warm"
+    assert (
+        result["hack_threshold"] > 0
+        and "srpo_drift_at_most_a_third_of_direct_align_prefixed" in result["goals"]
+    )
+    from PIL import Image
+
+    with Image.open(grid) as image:
+        # One column per method beside the base (128 px cells), one row per judged seed.
+        assert image.size == (3 * 128, 18 + 4 * (128 + 14))
