@@ -19,7 +19,7 @@ from pydantic import Field, model_validator
 
 from srpo import flow
 from srpo.models.base import Conditioning, Generator
-from srpo.rewards.base import TextImageReward
+from srpo.rewards.base import Reward
 from srpo.rewards.srp import ControlWords, LossKind, SRPScorer, reward_loss
 from srpo.section import Section
 from srpo.update import Backward, Draw, UpdateInputs, UpdateStats, reward_texts
@@ -165,7 +165,7 @@ class Objective:
 
 def srpo_objective(
     generator: Generator,
-    reward: TextImageReward,
+    reward: Reward,
     x0: torch.Tensor,
     eps: torch.Tensor,
     cond: Conditioning,

@@ -27,7 +27,7 @@ from srpo.models.loader import add_lora
 from srpo.monitor import GoldMonitor, HackingWarning
 from srpo.offline import encode_pool, read_image_folder
 from srpo.precision import upcast_trainable
-from srpo.rewards import load_reward
+from srpo.rewards import check_reward_for_method, load_reward
 from srpo.rewards.base import TextImageReward
 from srpo.sampling import labelled_grid, sample_images
 from srpo.update import Draw, UpdateInputs
@@ -90,6 +90,7 @@ class TrainResult:
 def build_models(config: TrainConfig) -> tuple[Generator, TextImageReward]:
     """The generator and the frozen reward a config names, frozen parts in the policy's dtype."""
     reward = load_reward(config.reward, config.reward_path)
+    check_reward_for_method(reward, config.method)  # reward-only rewards: GRPO only
     return generator_for(config), reward.to(config.precision_policy.frozen)
 
 

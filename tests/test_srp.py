@@ -81,3 +81,71 @@ def test_control_words_cycle_sample_and_validate():
         srp.ControlWords.of([" "], ["cg"])
     with pytest.raises(ValueError, match="mode"):
         srp.ControlWords.of("a", "b", mode="random")
+
+
+class LinearHead(torch.nn.Module):
+    """A reward with only ``score``: a fixed linear function of a pixel statistic."""
+
+    name = "linear-head"
+
+    def score(self, pixels, texts):
+        return torch.stack([pixels[i].mean() * (1 + len(t)) for i, t in enumerate(texts)])
+
+
+@pytest.fixture(scope="module")
+def small_clip(tmp_path_factory):
+    from srpo.rewards.clip import CLIPReward
+    from tests.factories import save_small_clip_folder
+
+    return CLIPReward.from_pretrained(save_small_clip_folder(tmp_path_factory.mktemp("clip")))
+
+
+@pytest.mark.parametrize("swapped", [False, True])
+def test_embedding_and_difference_forms_agree_for_a_linear_reward(small_clip, swapped):
+    # A dual encoder's score is linear in the text embedding, so the score-difference form
+    # (1+k) r(pos. p) - r(neg. p) equals the embedding form <f(x), (1+k) t_pos - t_neg>,
+    # value and gradient.
+    prompts = ["a red circle", "a blue square", "a cat"]
+    k = torch.tensor([0.0, 0.1, 0.25])
+    results = {}
+    for form in ("embedding", "difference"):
+        pixels = torch.rand(3, 3, 40, 40, generator=torch.Generator().manual_seed(5))
+        pixels.requires_grad_(True)
+        scorer = srp.SRPScorer(small_clip, form=form)
+        value = scorer.score(pixels, prompts, "photo", "painting", k, swapped=swapped)
+        value.sum().backward()
+        results[form] = value.detach(), pixels.grad
+    assert srp.SRPScorer(small_clip).form == "embedding"
+    assert torch.allclose(results["embedding"][0], results["difference"][0], atol=1e-5)
+    assert torch.allclose(results["embedding"][1], results["difference"][1], atol=1e-6)
+    # and the difference form is exactly (1+k) r(pos. p) - r(neg. p) of the reward's score
+    pixels = torch.rand(3, 3, 40, 40)
+    first, second = ("painting", "photo") if swapped else ("photo", "painting")
+    expected = (1 + k) * small_clip.score(pixels, srp.augment(first, prompts)) - small_clip.score(
+        pixels, srp.augment(second, prompts)
+    )
+    got = srp.SRPScorer(small_clip, "difference").score(
+        pixels, prompts, "photo", "painting", k, swapped
+    )
+    assert torch.allclose(got, expected, atol=1e-5)
+
+
+def test_a_reward_without_embeddings_uses_the_difference_form():
+    from srpo.rewards.base import srp_form
+
+    head = LinearHead()
+    assert srp_form(head) == "difference"
+    scorer = srp.SRPScorer(head)
+    pixels = torch.rand(2, 3, 8, 8)
+    k = 0.2
+    value = scorer.score(pixels, ["a", "bb"], "x", "yy", k)
+    r_pos = head.score(pixels, srp.augment("x", ["a", "bb"]))
+    r_neg = head.score(pixels, srp.augment("yy", ["a", "bb"]))
+    assert torch.allclose(value, (1 + k) * r_pos - r_neg)
+    swapped = scorer.score(pixels, ["a", "bb"], "x", "yy", k, swapped=True)
+    assert torch.allclose(swapped, (1 + k) * r_neg - r_pos)
+    with pytest.raises(ValueError, match="no embedding form"):
+        srp.SRPScorer(head, form="embedding")
+    head.srp_form = "sideways"
+    with pytest.raises(ValueError, match="unknown SRP form"):
+        srp_form(head)

@@ -1,8 +1,13 @@
-"""The protocol every text-conditioned reward implements, and its shared machinery.
+"""The reward protocols and their shared machinery.
 
-A reward embeds text and images into one space with L2-normalised vectors and scores an
-image against a text by ``scale * <f_img(x), f_txt(t)>``. ``encode_image`` is
-differentiable with respect to the pixels; the reward's own parameters stay frozen.
+Every reward scores images against texts (:class:`Reward`). A dual encoder
+(:class:`TextImageReward`) also embeds text and images into one space with L2-normalised
+vectors and scores by ``scale * <f_img(x), f_txt(t)>``; SRP then uses its embedding form.
+Any other reward (a scorer with a head, a VLM judge) uses the score-difference form
+(:func:`srp_form`). A reward's score is differentiable with respect to the pixels unless it
+says ``differentiable = False`` (a reward-only reward: a remote scorer, an OCR check), which
+GRPO and the hacking monitors accept and the gradient methods refuse
+(:func:`check_reward_for_method`). The reward's own parameters stay frozen.
 """
 
 from __future__ import annotations
@@ -10,11 +15,30 @@ from __future__ import annotations
 import abc
 import warnings
 from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+SRPForm = Literal["embedding", "difference"]
+# The methods that backpropagate through the reward's score (GRPO only reads its value).
+GRADIENT_METHODS = frozenset({"srpo", "direct_align", "refl", "draft"})
+
+
+@runtime_checkable
+class Reward(Protocol):
+    """What every reward offers: a per-image score of pixels in [0, 1] against texts.
+
+    Optional attributes: ``differentiable`` (default True) and ``srp_form`` (default: the
+    embedding form when ``encode_text`` and ``encode_image`` exist, else the difference form).
+    """
+
+    name: str
+
+    def score(self, pixels: torch.Tensor, texts: Sequence[str]) -> torch.Tensor:
+        """Per-image reward ``[B]`` of each image against its own text."""
+        ...
 
 
 @runtime_checkable
@@ -35,6 +59,45 @@ class TextImageReward(Protocol):
     def score(self, pixels: torch.Tensor, texts: Sequence[str]) -> torch.Tensor:
         """Per-image reward ``[B]`` of each image against its own text."""
         ...
+
+
+def srp_form(reward: Reward) -> SRPForm:
+    """How SRP scores with ``reward``: ``embedding`` (dual encoders) or ``difference``.
+
+    A reward may say so itself (``srp_form``); otherwise one with ``encode_text`` and
+    ``encode_image`` is a dual encoder and anything else uses the score difference.
+    """
+    declared = getattr(reward, "srp_form", None)
+    if declared is not None:
+        if declared not in ("embedding", "difference"):
+            raise ValueError(f"reward {reward.name!r} declares an unknown SRP form {declared!r}")
+        return declared
+    dual = all(callable(getattr(reward, m, None)) for m in ("encode_text", "encode_image"))
+    return "embedding" if dual else "difference"
+
+
+def is_differentiable(reward: Reward) -> bool:
+    """Whether gradients flow from the reward's score to the pixels."""
+    return bool(getattr(reward, "differentiable", True))
+
+
+def check_reward_for_method(reward: Reward, method: str) -> None:
+    """Refuse a reward-only reward for a method that backpropagates through the reward."""
+    if method in GRADIENT_METHODS and not is_differentiable(reward):
+        raise ValueError(
+            f"reward {reward.name!r} is reward-only (its score has no gradient), but method "
+            f"{method!r} backpropagates through the reward; train it with method 'grpo' or use "
+            "it as the monitor_reward"
+        )
+
+
+def check_scores(scores: torch.Tensor, batch: int, name: str) -> torch.Tensor:
+    """Raise ``ValueError`` unless ``scores`` is a finite ``[batch]`` tensor; returns it."""
+    if scores.shape != (batch,):
+        raise ValueError(f"{name}: expected {batch} scores, got shape {list(scores.shape)}")
+    if not torch.isfinite(scores).all():
+        raise ValueError(f"{name}: scores contain NaN or infinite values")
+    return scores
 
 
 def check_pixels(pixels: torch.Tensor, tolerance: float = 1e-4) -> None:
@@ -86,6 +149,8 @@ class RewardModel(nn.Module, metaclass=abc.ABCMeta):
     """
 
     name: str = "reward"
+    srp_form: SRPForm = "embedding"
+    differentiable: bool = True
 
     def __init__(self, preprocess: ImagePreprocess, scale: float = 1.0) -> None:
         super().__init__()
@@ -148,3 +213,44 @@ class RewardModel(nn.Module, metaclass=abc.ABCMeta):
             raise ValueError(f"score needs one text per image: {pixels.shape[0]} vs {len(texts)}")
         text = self.encode_text(texts).to(pixels.device)
         return self.scale * (self.encode_image(pixels) * text).sum(-1)
+
+
+class ScoringReward(nn.Module, metaclass=abc.ABCMeta):
+    """A frozen reward that only scores (a head on a backbone, a judge): SRP takes the
+    score-difference form. Subclasses implement :meth:`score`."""
+
+    name: str = "reward"
+    scale: float = 1.0
+    srp_form: SRPForm = "difference"
+    differentiable: bool = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        # Gives rewards without parameters a device and a dtype that ``.to`` moves.
+        self.register_buffer("_anchor", torch.zeros(0), persistent=False)
+
+    def freeze(self):
+        """Eval mode, no parameter gradients; returns self."""
+        self.eval()
+        self.requires_grad_(False)
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        return self._anchor.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next((p.dtype for p in self.parameters()), self._anchor.dtype)
+
+    def _check_texts(self, pixels: torch.Tensor, texts: Sequence[str]) -> list[str]:
+        texts = list(texts)
+        if len(texts) != pixels.shape[0]:
+            raise ValueError(
+                f"{self.name}: score needs one text per image: {pixels.shape[0]} vs {len(texts)}"
+            )
+        return texts
+
+    @abc.abstractmethod
+    def score(self, pixels: torch.Tensor, texts: Sequence[str]) -> torch.Tensor:
+        """Per-image reward ``[B]`` of pixels in [0, 1] against their texts."""

@@ -1,8 +1,11 @@
 """Semantic Relative Preference (SRP): the SRPO reward built from control words.
 
-``r = scale * <f_img(x), (1 + k) f_txt(pos. p) - f_txt(neg. p)>``. Subtracting the negative
-condition cancels whatever the image tower prefers regardless of the text; ``k`` keeps a
-little of the absolute reward. The inversion branch scores with the words swapped.
+Embedding form (dual encoders): ``r = scale * <f_img(x), (1 + k) f_txt(pos. p) - f_txt(neg. p)>``.
+Subtracting the negative condition cancels whatever the image tower prefers regardless of the
+text; ``k`` keeps a little of the absolute reward. The inversion branch scores with the words
+swapped. Score-difference form (any other reward: a scorer with a head, a VLM judge):
+``(1 + k) r(pos. p) - r(neg. p)``, the same number when the score is linear in the text
+embedding (:func:`srpo.rewards.base.srp_form` picks the form).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from srpo.rewards.base import TextImageReward
+from srpo.rewards.base import Reward, SRPForm, srp_form
 
 WordMode = Literal["cycle", "sample"]
 LossKind = Literal["negative", "hinge"]
@@ -96,6 +99,15 @@ def inversion_reward(
     return srp_reward(image, text_neg, text_pos, k, scale)
 
 
+def difference_reward(
+    reward_pos: torch.Tensor, reward_neg: torch.Tensor, k: torch.Tensor | float
+) -> torch.Tensor:
+    """The score-difference SRP reward ``(1 + k) r(pos. p) - r(neg. p)`` (``k`` a float or ``[B]``)."""
+    if isinstance(k, torch.Tensor):
+        k = k.to(reward_pos)
+    return (1 + k) * reward_pos - reward_neg
+
+
 def reward_loss(reward: torch.Tensor, kind: LossKind = "negative", threshold: float = 0.0):
     """Mean loss of a reward: ``-r`` or the hinge ``relu(threshold - r)``."""
     if kind == "negative":
@@ -106,10 +118,19 @@ def reward_loss(reward: torch.Tensor, kind: LossKind = "negative", threshold: fl
 
 
 class SRPScorer:
-    """Scores images with the SRP reward of a frozen text-conditioned reward model."""
+    """Scores images with the SRP reward of a frozen reward, in the form it supports.
 
-    def __init__(self, reward: TextImageReward) -> None:
+    ``form`` overrides the reward's own (``difference`` works for every reward; ``embedding``
+    needs ``encode_text``, ``encode_image`` and ``scale``).
+    """
+
+    def __init__(self, reward: Reward, form: SRPForm | None = None) -> None:
         self.reward = reward
+        self.form = form or srp_form(reward)
+        if self.form not in ("embedding", "difference"):
+            raise ValueError(f"SRP form must be 'embedding' or 'difference', got {self.form!r}")
+        if self.form == "embedding" and srp_form(reward) != "embedding":
+            raise ValueError(f"reward {reward.name!r} has no embedding form; use 'difference'")
 
     def text_pair(self, prompts: Sequence[str], positive: str, negative: str):
         """Normalised text embeddings of the positive and negative augmented prompts."""
@@ -127,6 +148,14 @@ class SRPScorer:
         swapped: bool = False,
     ) -> torch.Tensor:
         """SRP reward ``[B]`` of the pixels; ``swapped`` gives the inversion-branch form."""
+        if self.form == "difference":
+            first, second = (negative, positive) if swapped else (positive, negative)
+            batch = pixels.shape[0]
+            # One scoring call for both conditions: the image side runs once on a 2B batch.
+            both = self.reward.score(
+                torch.cat([pixels, pixels]), augment(first, prompts) + augment(second, prompts)
+            )
+            return difference_reward(both[:batch], both[batch:], k)
         text_pos, text_neg = self.text_pair(prompts, positive, negative)
         image = self.reward.encode_image(pixels)
         text_pos, text_neg = text_pos.to(image), text_neg.to(image)
