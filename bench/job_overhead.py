@@ -13,7 +13,7 @@ imports, model loads, the step-0 grid, the first step), the steps, the final che
 and the bench noticing the end (its own polling). Also the fixed cost both paths pay:
 importing the trainer and loading the models, timed in a fresh process.
 
-    .venv/bin/python bench/job_overhead.py [--json] [--repeats 1] [--steps 40]
+    .venv/bin/python bench/job_overhead.py [--json] [--repeats 1] [--steps 40] [--threads N]
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -43,7 +44,7 @@ from srpo.config import PRESETS, deep_merge
 from worker.embedded import EmbeddedWorker
 
 ROOT = Path(__file__).resolve().parent.parent
-POLL_SECONDS = 0.05
+POLL_SECONDS = 0.25  # how often the bench asks for the job's state (the Train tab: 2 s)
 FIXED_COSTS = """
 import json, time
 began = time.perf_counter()
@@ -55,15 +56,30 @@ print(json.dumps({"imports": imported - began, "models": time.perf_counter() - i
 """
 
 
-def cli_seconds(folder: Path, overrides: dict[str, Any]) -> float:
-    """Wall seconds of ``srpo train`` on the preset with ``overrides``, as a new process."""
+def _cpu() -> tuple[float, float]:
+    """CPU seconds (user + system) of this process and of its finished children so far."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime, children.ru_utime + children.ru_stime
+
+
+def cli_run(folder: Path, overrides: dict[str, Any]) -> dict[str, float]:
+    """Wall seconds of ``srpo train`` on the preset with ``overrides``, as a new process,
+    and the CPU seconds that process used."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "tiny-demo.yaml"
     path.write_text(yaml.safe_dump(deep_merge(PRESETS["tiny-demo"], overrides)), "utf-8")
     command = [sys.executable, "-m", "srpo.cli", "train", str(path), "--output", str(folder)]
+    own, children = _cpu()
     began = time.perf_counter()
     subprocess.run(command, cwd=ROOT, check=True, capture_output=True)
-    return time.perf_counter() - began
+    seconds = time.perf_counter() - began
+    own_after, children_after = _cpu()
+    return {
+        "seconds": seconds,
+        "training_cpu_seconds": children_after - children,
+        "bench_cpu_seconds": own_after - own,
+    }
 
 
 def fixed_costs() -> dict[str, float]:
@@ -90,6 +106,7 @@ def _log_start(settings: Settings, run: JobRun) -> datetime | None:
 
 def studio_job(db: Database, settings: Settings, overrides: dict[str, Any]) -> dict[str, Any]:
     """Submit a tiny-demo job and wait for it; seconds from submit to succeeded, by phase."""
+    own, children = _cpu()
     submitted = datetime.now(UTC)
     began = time.perf_counter()
     job_id = submission.submit_job(db, settings, overrides, preset="tiny-demo", name="bench")
@@ -103,6 +120,7 @@ def studio_job(db: Database, settings: Settings, overrides: dict[str, Any]) -> d
         time.sleep(POLL_SECONDS)
     seconds = time.perf_counter() - began
     noticed = datetime.now(UTC)
+    own_after, children_after = _cpu()
     with db.session() as session:
         job = session.get(Job, job_id)
         (run,) = job.runs
@@ -120,7 +138,13 @@ def studio_job(db: Database, settings: Settings, overrides: dict[str, Any]) -> d
             "succeeded_to_noticed": (noticed - job.finished_at).total_seconds(),
         }
         per_step = statistics.median(m.seconds_per_step for m in metrics)
-    return {"seconds": seconds, "phases": phases, "trainer_seconds_per_step": per_step}
+    return {
+        "seconds": seconds,
+        "training_cpu_seconds": children_after - children,
+        "bench_cpu_seconds": own_after - own,
+        "phases": phases,
+        "trainer_seconds_per_step": per_step,
+    }
 
 
 def main() -> None:
@@ -128,7 +152,16 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="one JSON object")
     parser.add_argument("--repeats", type=int, default=1, help="runs of each; medians shown")
     parser.add_argument("--steps", type=int, default=None, help="default: the preset's 40")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="OMP_NUM_THREADS for every training process (default: torch's own choice)",
+    )
     args = parser.parse_args()
+    if args.threads is not None:
+        # Inherited by the CLI's process and by the worker's training process alike.
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)
     plain: dict[str, Any] = {"sample_every": 0}
     if args.steps is not None:
         plain["steps"] = args.steps
@@ -143,7 +176,7 @@ def main() -> None:
         with EmbeddedWorker(settings):
             # Interleaved, so a change in the machine's load hits all three alike.
             for n in range(args.repeats):
-                cli.append(cli_seconds(root / f"cli-{n}", plain))
+                cli.append(cli_run(root / f"cli-{n}", plain))
                 studio.append(studio_job(db, settings, plain))
                 gridded.append(studio_job(db, settings, grids))
 
@@ -156,7 +189,7 @@ def main() -> None:
             for name in runs[0]["phases"]
         }
 
-    cli_s, studio_s = statistics.median(cli), median(studio, "seconds")
+    cli_s, studio_s = median(cli, "seconds"), median(studio, "seconds")
     grids_s = median(gridded, "seconds")
     steps = args.steps or PRESETS["tiny-demo"]["steps"]
     renders = 1 + steps // PRESETS["tiny-demo"]["sample_every"]
@@ -173,7 +206,18 @@ def main() -> None:
         "studio_phases": phases(studio),
         "studio_with_grids_phases": phases(gridded),
         "trainer_seconds_per_step": round(median(studio, "trainer_seconds_per_step"), 3),
+        # CPU seconds move far less with other load than wall seconds do: the training
+        # process's own, and the studio side's (this process: the embedded worker, the
+        # supervisor's heartbeats, the maintenance loop, the bench's polling).
+        "cpu_seconds": {
+            name: {
+                "training": round(median(runs, "training_cpu_seconds"), 1),
+                "studio_side": round(median(runs, "bench_cpu_seconds"), 1),
+            }
+            for name, runs in (("cli", cli), ("studio", studio), ("studio_with_grids", gridded))
+        },
         "fixed_costs": {k: round(v, 2) for k, v in costs.items()},
+        "threads": args.threads,
         "load_average_1min": round(os.getloadavg()[0], 2),
         "cpus": os.cpu_count(),
     }
@@ -193,6 +237,7 @@ def main() -> None:
     print("studio phases (s):", json.dumps(result["studio_phases"]))
     print("with grids (s):   ", json.dumps(result["studio_with_grids_phases"]))
     print("fixed costs (s):  ", json.dumps(result["fixed_costs"]))
+    print("CPU seconds:      ", json.dumps(result["cpu_seconds"]))
     print(f"load average {result['load_average_1min']} on {result['cpus']} CPUs")
 
 
