@@ -14,21 +14,31 @@ from torch import nn
 class Conditioning:
     """Precomputed text conditioning for a batch of prompts.
 
-    ``prompt_embeds`` is the token sequence ``[B, L, D]``, ``pooled`` the pooled vector ``[B, P]``.
-    ``uncond_*`` hold the empty prompt's embeddings when classifier-free guidance is used.
+    ``prompt_embeds`` is the token sequence ``[B, L, D]``, ``pooled`` the pooled vector ``[B, P]``
+    (``[B, 0]`` for models without one). ``uncond_*`` hold the empty (or negative) prompt's
+    embeddings when classifier-free guidance is used. ``prompt_mask`` / ``uncond_mask``
+    (``[B, L]`` bool, True for real tokens) are set by encoders whose sequences have their own
+    lengths (Qwen-Image, Z-Image); ``None`` means every token is real.
     """
 
     prompt_embeds: torch.Tensor
     pooled: torch.Tensor
     uncond_embeds: torch.Tensor | None = None
     uncond_pooled: torch.Tensor | None = None
+    prompt_mask: torch.Tensor | None = None
+    uncond_mask: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return self.prompt_embeds.shape[0]
 
     def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> Conditioning:
-        """Move every tensor to ``device`` (and ``dtype`` if given)."""
-        return self._map(lambda t: t.to(device=device, dtype=dtype or t.dtype))
+        """Move every tensor to ``device`` (and floating ones to ``dtype`` if given)."""
+
+        def move(t: torch.Tensor) -> torch.Tensor:
+            keep = dtype is None or not t.is_floating_point()
+            return t.to(device=device, dtype=t.dtype if keep else dtype)
+
+        return self._map(move)
 
     def select(self, index: torch.Tensor | slice | Sequence[int]) -> Conditioning:
         """The conditioning of a subset of the batch."""
@@ -40,19 +50,30 @@ class Conditioning:
 
     def without_guidance(self) -> Conditioning:
         """The same prompts with no unconditional branch."""
-        return replace(self, uncond_embeds=None, uncond_pooled=None)
+        return replace(self, uncond_embeds=None, uncond_pooled=None, uncond_mask=None)
 
     def _map(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> Conditioning:
-        tensors = (self.prompt_embeds, self.pooled, self.uncond_embeds, self.uncond_pooled)
+        tensors = (
+            self.prompt_embeds,
+            self.pooled,
+            self.uncond_embeds,
+            self.uncond_pooled,
+            self.prompt_mask,
+            self.uncond_mask,
+        )
         return Conditioning(*(None if t is None else fn(t) for t in tensors))
 
 
 @runtime_checkable
 class PromptEncoder(Protocol):
-    """Turns prompts into ``(sequence [B, L, D], pooled [B, P])`` embeddings."""
+    """Turns prompts into ``(sequence [B, L, D], pooled [B, P])`` embeddings.
 
-    def encode(self, prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Sequence and pooled embeddings of the prompts (no gradients needed)."""
+    Encoders whose prompts keep their own lengths return ``(sequence, pooled, mask)`` with a
+    ``[B, L]`` bool mask of the real tokens (a prefix of each row).
+    """
+
+    def encode(self, prompts: Sequence[str]) -> tuple[torch.Tensor, ...]:
+        """Sequence and pooled embeddings (and a mask) of the prompts (no gradients needed)."""
         ...
 
 

@@ -20,28 +20,12 @@ from torch import nn
 
 from srpo.flow import euler_sample, sigma_schedule
 from srpo.models.base import Conditioning, PromptEncoder
+from srpo.models.latents import pack_latents, unpack_latents
 from srpo.precision import Precision
 from srpo.rewards.base import check_pixels
 
 DEFAULT_CACHE = Path.home() / ".cache" / "srpo" / "prompt_embeds"
-
-
-def pack_latents(latents: torch.Tensor) -> torch.Tensor:
-    """``[B, C, H, W]`` -> ``[B, (H/2)(W/2), 4C]`` as in ``FluxPipeline._pack_latents``."""
-    b, c, h, w = latents.shape
-    if h % 2 or w % 2:
-        raise ValueError(f"latent height and width must be even to pack 2x2, got {h}x{w}")
-    x = latents.view(b, c, h // 2, 2, w // 2, 2).permute(0, 2, 4, 1, 3, 5)
-    return x.reshape(b, (h // 2) * (w // 2), c * 4)
-
-
-def unpack_latents(packed: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Inverse of :func:`pack_latents` for a latent grid of ``height x width``."""
-    b, n, c4 = packed.shape
-    if n != (height // 2) * (width // 2):
-        raise ValueError(f"{n} tokens do not form a {height}x{width} latent grid")
-    x = packed.view(b, height // 2, width // 2, c4 // 4, 2, 2).permute(0, 3, 1, 4, 2, 5)
-    return x.reshape(b, c4 // 4, height, width)
+__all__ = ["DEFAULT_CACHE", "FluxGenerator", "image_ids", "pack_latents", "unpack_latents"]
 
 
 def image_ids(height: int, width: int, device=None, dtype=torch.float32) -> torch.Tensor:
