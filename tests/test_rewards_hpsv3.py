@@ -152,3 +152,13 @@ def test_a_checkpoint_without_the_head_is_a_clear_error(tmp_path, base):
     with pytest.raises(ValueError, match="not an HPSv3 checkpoint"):
         HPSv3Reward.from_checkpoint(tmp_path / "backbone.safetensors", base=folder)
     assert REWARD_TOKEN not in base_tokenizer().get_vocab()
+
+
+def test_the_head_stays_float32_when_the_backbone_is_cast(base):
+    import copy
+
+    _, reward = base
+    cast = copy.deepcopy(reward).to(torch.bfloat16)
+    assert cast.rm_head[0].weight.dtype == torch.float32
+    assert cast.model.language_model.embed_tokens.weight.dtype == torch.bfloat16
+    assert torch.isfinite(cast.score(torch.rand(1, 3, 56, 56), ["a cat"])).all()

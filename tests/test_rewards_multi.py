@@ -117,3 +117,12 @@ def test_load_reward_takes_a_spec_of_registered_rewards(tmp_path):
     assert torch.allclose(total, 2 * z, atol=1e-4)
     with pytest.raises(ValueError, match="name@path"):
         load_reward("clip+tiny", folder)
+
+
+def test_casting_the_reward_keeps_its_statistics_in_float64():
+    reward = WeightedReward([Affine(1.0, 0.0, "a")], [1.0])
+    reward.score(torch.rand(3, 3, 4, 4), ["x"] * 3)
+    mean = reward.mean.clone()
+    reward.to(torch.bfloat16)
+    assert reward.mean.dtype == torch.float64 and torch.equal(reward.mean, mean)
+    assert reward._anchor.dtype == torch.bfloat16

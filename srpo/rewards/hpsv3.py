@@ -160,6 +160,11 @@ class HPSv3Reward(ScoringReward):
         self._ids: dict[str, list[int]] = {}
         self.freeze()
 
+    def _apply(self, fn, recurse=True):
+        super()._apply(fn, recurse)
+        self.rm_head.float()  # HPSv3 keeps its head in float32 whatever the backbone's dtype
+        return self
+
     @staticmethod
     def prepare_tokenizer(tokenizer):
         """Add ``<|Reward|>`` as HPSv3 does (a no-op if it is there)."""

@@ -6,7 +6,8 @@ before normalising, so the first batch is standardised by its own statistics). N
 puts rewards of different scales (HPS cosines near 0.3, aesthetic scores near 5, ImageReward
 z-scores) on one footing, so the weights mean what they say. Flow-GRPO's ``multi_score`` sums
 ``weight * score`` of the raw scores; ``normalize=False`` gives that. The statistics are
-buffers: they move with ``.to`` and are saved in the state dict; each rank keeps its own.
+float64 buffers: they move with ``.to`` (never cast), are saved in the state dict, and each
+rank keeps its own.
 
 Config-addressable by a spec string, ``"0.7*hpsv2.1+0.3*pickscore"`` (a component without a
 weight has weight 1; ``name@path`` gives its weights' path), or by a mapping
@@ -95,6 +96,16 @@ class WeightedReward(ScoringReward):
         self.register_buffer("m2", torch.zeros(n, dtype=torch.float64))
         self.last: dict[str, torch.Tensor] = {}
         self.freeze()
+
+    def _apply(self, fn, recurse=True):
+        # ``.to(dtype)`` must not round the statistics: they stay float64 and only move.
+        stats = {k: self._buffers.pop(k) for k in ("count", "mean", "m2")}
+        try:
+            super()._apply(fn, recurse)
+        finally:
+            for key, value in stats.items():
+                self._buffers[key] = value.to(self._anchor.device)
+        return self
 
     @property
     def std(self) -> torch.Tensor:
