@@ -147,8 +147,87 @@ def small_sd3(cfg_scale: float = 1.0, resolution: int = SMALL_RESOLUTION):
     )
 
 
+# -- Qwen-Image ------------------------------------------------------------------------------
+
+
+def small_qwen_image_transformer():
+    from diffusers import QwenImageTransformer2DModel
+
+    torch.manual_seed(0)
+    return QwenImageTransformer2DModel(
+        patch_size=2,
+        in_channels=16,
+        out_channels=4,
+        num_layers=2,
+        attention_head_dim=16,
+        num_attention_heads=2,
+        joint_attention_dim=16,
+        axes_dims_rope=(8, 4, 4),
+    )
+
+
+def small_qwen_image_vae():
+    from diffusers import AutoencoderKLQwenImage
+
+    torch.manual_seed(1)
+    return AutoencoderKLQwenImage(
+        base_dim=8,
+        z_dim=4,
+        dim_mult=[1, 2],
+        num_res_blocks=1,
+        temperal_downsample=[False],
+        latents_mean=[0.1, -0.2, 0.0, 0.3],
+        latents_std=[1.5, 0.8, 1.2, 2.0],
+    )
+
+
+def small_qwen2_5_vl(tokenizer, hidden: int = 16):
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    torch.manual_seed(2)
+    ids = {"bos_token_id": BOS_ID, "eos_token_id": EOS_ID, "pad_token_id": PAD_ID}
+    config = Qwen2_5_VLConfig(
+        text_config={
+            "vocab_size": len(tokenizer),
+            "hidden_size": hidden,
+            "intermediate_size": 2 * hidden,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "num_key_value_heads": 1,
+            "max_position_embeddings": 256,
+            "rope_scaling": {"type": "mrope", "mrope_section": [1, 1, 2]},
+            **ids,
+        },
+        vision_config={
+            "depth": 1,
+            "hidden_size": 16,
+            "intermediate_size": 32,
+            "num_heads": 2,
+            "out_hidden_size": hidden,
+        },
+        vocab_size=len(tokenizer),
+        **ids,
+    )
+    return Qwen2_5_VLForConditionalGeneration(config)
+
+
+def small_qwen_image(cfg_scale: float = 1.0, resolution: int = SMALL_RESOLUTION):
+    from srpo.models.qwen_image import QwenImageGenerator, QwenImageTextEncoder
+
+    tokenizer = build_word_tokenizer(WORDS, model_max_length=2048)
+    encoder = QwenImageTextEncoder(tokenizer, small_qwen2_5_vl(tokenizer), max_sequence_length=64)
+    return QwenImageGenerator(
+        small_qwen_image_transformer(),
+        small_qwen_image_vae(),
+        encoder,
+        resolution=(resolution, resolution),
+        cfg_scale=cfg_scale,
+    )
+
+
 SMALL_BUILDERS: dict[str, Callable[..., nn.Module]] = {
     "sd3": small_sd3,
+    "qwen-image": small_qwen_image,
 }
 
 
