@@ -184,8 +184,11 @@ def load_checkpoint(
         set_peft_model_state_dict(transformer, state)
     else:
         from diffusers import FluxTransformer2DModel
+        from diffusers.models.modeling_utils import ModelMixin
 
-        loaded = FluxTransformer2DModel.from_pretrained(checkpoint.path / "transformer")
+        # The transformer's own class (SD3, Qwen-Image, ...); FLUX's when it is wrapped.
+        cls = type(transformer) if isinstance(transformer, ModelMixin) else FluxTransformer2DModel
+        loaded = cls.from_pretrained(checkpoint.path / "transformer")
         transformer.load_state_dict(loaded.state_dict())
     if optimizer is not None:
         optimizer.load_state_dict(torch.load(checkpoint.path / "optimizer.pt", weights_only=False))

@@ -31,8 +31,21 @@ def _bench_recovery(args: argparse.Namespace) -> int:
 def _bench_step(args: argparse.Namespace) -> int:
     from srpo.benchmarks.step import bench_step
 
-    result = bench_step(repeats=args.repeats, batch=args.batch)
+    result = bench_step(repeats=args.repeats, batch=args.batch, model=args.model)
     print(json.dumps(result, indent=None if args.json else 2))
+    return 0
+
+
+def _models(args: argparse.Namespace) -> int:
+    from srpo.models.loader import describe_models
+
+    rows = describe_models()
+    if args.json:
+        print(json.dumps(rows))
+    else:
+        for row in rows:
+            state = "" if row["available"] else "  (not yet available)"
+            print(f"{row['name']:<11} {row['pipeline']:<26} {row['hub_id'] or '-'}{state}")
     return 0
 
 
@@ -189,6 +202,9 @@ def build_parser() -> argparse.ArgumentParser:
     step.add_argument("--json", action="store_true", help="print one JSON object")
     step.add_argument("--repeats", type=int, default=15)
     step.add_argument("--batch", type=int, default=4)
+    step.add_argument(
+        "--model", default="tiny", help="tiny, or a backend's random small config (srpo models)"
+    )
     step.set_defaults(run=_bench_step)
     methods = benches.add_parser(
         "methods", help="training seconds each method needs to reach the same judged shift"
@@ -222,6 +238,10 @@ def build_parser() -> argparse.ArgumentParser:
     hacking.add_argument("--no-ablations", action="store_true")
     hacking.add_argument("--only", default=None, help="comma-separated row names")
     hacking.set_defaults(run=_bench_hacking)
+
+    models = commands.add_parser("models", help="the generator backends and their defaults")
+    models.add_argument("--json", action="store_true", help="print one JSON list")
+    models.set_defaults(run=_models)
 
     explain = commands.add_parser(
         "explain", help="what a config or preset will do, before any GPU time is spent"

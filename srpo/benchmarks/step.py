@@ -8,6 +8,10 @@ with classifier-free guidance where the model uses it), a VAE decode and a rewar
 one backward through both, on inputs and text embeddings prepared beforehand; the same AdamW
 step.
 ``ratio`` = median (a) / median (b); what lies above 1 is overhead the trainer adds.
+
+``model``: ``tiny`` (the shipped tiny world and its reward) or a diffusers backend's random
+small config (:mod:`srpo.models.small`) with a random small CLIP reward at 32 px, trained in
+full, fp32, without CFG, on random pixels encoded once (offline mode, as for the tiny world).
 """
 
 from __future__ import annotations
@@ -65,16 +69,50 @@ def _bare_inputs(generator, reward, pool: OfflinePool, config, prompts) -> dict[
     return {"branches": branches, "cond": generator.encode_prompts(prompts)}
 
 
-def bench_step(repeats: int = 15, warmup: int = 3, batch: int = 4) -> dict[str, Any]:
+def small_clip_reward(image_size: int = 32):
+    """A random small transformers CLIP reward (no download)."""
+    from transformers import CLIPConfig, CLIPModel
+
+    from srpo.models.small import WORDS
+    from srpo.rewards.clip import CLIPReward
+    from srpo.tiny_world.tokenizer import BOS_ID, EOS_ID, PAD_ID, build_word_tokenizer
+
+    torch.manual_seed(3)
+    tokenizer = build_word_tokenizer(WORDS, model_max_length=16)
+    text = {"vocab_size": len(tokenizer), "hidden_size": 32, "intermediate_size": 64}
+    text |= {"num_hidden_layers": 1, "num_attention_heads": 2, "max_position_embeddings": 16}
+    text |= {"eos_token_id": EOS_ID, "bos_token_id": BOS_ID, "pad_token_id": PAD_ID}
+    vision = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1}
+    vision |= {"num_attention_heads": 2, "image_size": image_size, "patch_size": 8}
+    model = CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=16))
+    return CLIPReward(model, tokenizer, [0.48, 0.46, 0.41], [0.27, 0.26, 0.28], image_size)
+
+
+def _models(model: str, config):
+    """The generator, reward and the real images and captions of the offline pool."""
+    if model == "tiny":
+        generator, reward = build_models(config)
+        real = heldout(config.batch_size)
+        return generator, reward, real.images, real.captions
+    from srpo.models.small import SMALL_RESOLUTION, small_generator
+
+    generator = small_generator(model)
+    pixels = torch.rand(config.batch_size, 3, SMALL_RESOLUTION, SMALL_RESOLUTION)
+    captions = config.prompt_list()[: config.batch_size]
+    return generator, small_clip_reward(SMALL_RESOLUTION), pixels, captions
+
+
+def bench_step(
+    repeats: int = 15, warmup: int = 3, batch: int = 4, model: str = "tiny"
+) -> dict[str, Any]:
     """Median seconds of the trainer's update and of the bare passes, and their ratio."""
     config = preset("tiny-demo", batch_size=batch, checkpoint_every=10**6)
     torch.manual_seed(config.seed)
-    generator, reward = build_models(config)
+    generator, reward, images, captions = _models(model, config)
     params = prepare_trainable(generator, config)
     adamw = config.adamw()
     optimizer = torch.optim.AdamW(params, lr=adamw["lr"])
-    real = heldout(batch)
-    pool = encode_pool(generator, real.images, real.captions)
+    pool = encode_pool(generator, images, captions)
     update = DirectAlignUpdate(UpdateInputs(config, generator, reward, pool))
     prompts = config.prompt_list()
     inputs = _bare_inputs(generator, reward, pool, config, prompts[:batch])
@@ -98,7 +136,8 @@ def bench_step(repeats: int = 15, warmup: int = 3, batch: int = 4) -> dict[str, 
     update_s = statistics.median(timings["update"])
     bare_s = statistics.median(timings["bare"])
     return {
-        "model": "tiny",
+        "model": model,
+        "parameters": sum(p.numel() for p in generator.transformer.parameters()),
         "batch": batch,
         "repeats": repeats,
         "threads": torch.get_num_threads(),

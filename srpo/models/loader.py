@@ -6,6 +6,8 @@ load through here, so none of them imports the trainer to get a model.
 
 from __future__ import annotations
 
+import importlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,10 +19,94 @@ if TYPE_CHECKING:
     from srpo.checkpoints import Checkpoint
     from srpo.config import LoRA, TrainConfig
 
-MODEL_NAMES = ("tiny", "flux")
 FLUX_HUB_ID = "black-forest-labs/FLUX.1-dev"
 # FluxPipeline's sampler: 28 steps at shift 3 (the FLUX.1-dev model card's settings).
 FLUX_SAMPLING = {"steps": 28, "shift": 3.0}
+
+
+@dataclass(frozen=True)
+class Backend:
+    """A generator backend: its module and class, hub id, pipeline and sampling defaults."""
+
+    name: str
+    module: str
+    cls: str
+    hub_id: str | None
+    pipeline: str
+    sampling: dict[str, float]
+    available: bool = True
+
+    def load_class(self) -> type:
+        return getattr(importlib.import_module(self.module), self.cls)
+
+    def describe(self) -> dict[str, object]:
+        """What ``srpo models --json`` prints of it."""
+        return {
+            "name": self.name,
+            "class": f"{self.module}.{self.cls}",
+            "hub_id": self.hub_id,
+            "pipeline": self.pipeline,
+            "sampling": dict(self.sampling),
+            "available": self.available,
+        }
+
+
+BACKENDS: dict[str, Backend] = {
+    # The tiny world is FLUX's architecture with the project's own weights and sampler.
+    "tiny": Backend("tiny", "srpo.models.flux", "FluxGenerator", None, "FluxPipeline", {}),
+    "flux": Backend(
+        "flux", "srpo.models.flux", "FluxGenerator", FLUX_HUB_ID, "FluxPipeline", FLUX_SAMPLING
+    ),
+    "sd3": Backend(
+        "sd3",
+        "srpo.models.sd3",
+        "SD3Generator",
+        "stabilityai/stable-diffusion-3.5-medium",
+        "StableDiffusion3Pipeline",
+        {"steps": 40, "shift": 3.0},
+    ),
+    "qwen-image": Backend(
+        "qwen-image",
+        "srpo.models.qwen_image",
+        "QwenImageGenerator",
+        "Qwen/Qwen-Image",
+        "QwenImagePipeline",
+        {"steps": 50, "shift": 2.0},
+    ),
+    "flux2": Backend(
+        "flux2",
+        "srpo.models.flux2",
+        "Flux2Generator",
+        "black-forest-labs/FLUX.2-dev",
+        "Flux2Pipeline",
+        {"steps": 50, "shift": 3.0},
+        available=False,
+    ),
+    "z-image": Backend(
+        "z-image",
+        "srpo.models.z_image",
+        "ZImageGenerator",
+        "Tongyi-MAI/Z-Image-Turbo",
+        "ZImagePipeline",
+        {"steps": 9, "shift": 3.0},
+        available=False,
+    ),
+}
+
+
+#: The backends that load today (``describe_models`` lists the planned ones too).
+MODEL_NAMES = tuple(name for name, spec in BACKENDS.items() if spec.available)
+
+
+def backend(name: str) -> Backend:
+    """The backend called ``name`` (case-insensitive)."""
+    try:
+        found = BACKENDS[name.lower()]
+    except KeyError:
+        found = None
+    if found is None or not found.available:
+        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}")
+    return found
 
 
 def load_generator(
@@ -35,12 +121,13 @@ def load_generator(
 ) -> Generator:
     """A generator by backend name.
 
-    ``path``: a local folder or hub id (``flux``), or a tiny-world weights folder (``tiny``).
-    ``precision``: ``fp32`` or ``bf16`` (:mod:`srpo.precision`); by default bf16 for FLUX and
-    fp32 for the tiny world. ``resolution`` (square) and ``guidance`` apply to FLUX only (the
-    tiny world is 64 px without a guidance embedding); ``cfg_scale`` to both.
+    ``path``: a local folder or hub id in diffusers layout, or a tiny-world weights folder
+    (``tiny``). ``precision``: ``fp32`` or ``bf16`` (:mod:`srpo.precision`); by default bf16 for
+    the diffusers backends and fp32 for the tiny world. ``resolution`` (square) applies to the
+    diffusers backends (the tiny world is 64 px); ``guidance`` to those with a guidance
+    embedding (FLUX.1-dev, FLUX.2-dev); ``cfg_scale`` (true CFG, standard form) to all.
     """
-    key = name.lower()
+    key = backend(name).name
     if key == "tiny":
         from srpo.models.tiny import load_tiny_generator
         from srpo.tiny_world.weights import WEIGHTS_DIR
@@ -48,20 +135,17 @@ def load_generator(
         return load_tiny_generator(
             path or WEIGHTS_DIR, cfg_scale=cfg_scale, precision=precision or "fp32"
         )
-    if key == "flux":
-        from srpo.models.flux import FluxGenerator
-
-        if resolution is not None:
-            options["resolution"] = (resolution, resolution)
-        if guidance is not None:
-            options["guidance"] = guidance
-        generator = FluxGenerator.from_pretrained(
-            path or FLUX_HUB_ID, precision=precision or "bf16", **options
-        )
-        if cfg_scale is not None:
-            generator.cfg_scale = float(cfg_scale)
-        return generator
-    raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}")
+    spec = BACKENDS[key]
+    if resolution is not None:
+        options["resolution"] = (resolution, resolution)
+    if guidance is not None and key in ("flux", "flux2"):
+        options["guidance"] = guidance
+    generator = spec.load_class().from_pretrained(
+        path or spec.hub_id, precision=precision or "bf16", **options
+    )
+    if cfg_scale is not None:
+        generator.cfg_scale = float(cfg_scale)
+    return generator
 
 
 def sampling_defaults(name: str, path: str | None = None) -> dict[str, float]:
@@ -71,7 +155,16 @@ def sampling_defaults(name: str, path: str | None = None) -> dict[str, float]:
         from srpo.tiny_world.weights import WEIGHTS_DIR
 
         return tiny_defaults(path or WEIGHTS_DIR)
-    return dict(FLUX_SAMPLING)
+    return dict(backend(name).sampling)
+
+
+def describe_models() -> list[dict[str, object]]:
+    """Every backend name with its class, hub id, pipeline and sampling defaults."""
+    rows = [spec.describe() for spec in BACKENDS.values()]
+    for row in rows:
+        if row["available"]:
+            row["sampling"] = sampling_defaults(str(row["name"]))
+    return rows
 
 
 def generator_for(config: TrainConfig) -> Generator:
@@ -80,7 +173,7 @@ def generator_for(config: TrainConfig) -> Generator:
         config.model,
         config.model_path,
         precision=config.precision,
-        resolution=config.resolution if config.model == "flux" else None,
+        resolution=config.resolution if config.model != "tiny" else None,
         guidance=config.train_guidance,
         cfg_scale=config.cfg_scale if config.cfg_scale != 1.0 else None,
     )
