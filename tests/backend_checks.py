@@ -24,7 +24,7 @@ def pipeline_latents(pipe, generator, steps: int, shift: float, **call) -> torch
     pipe.set_progress_bar_config(disable=True)
     height, width = generator.resolution
     return pipe(
-        PROMPTS,
+        list(PROMPTS),  # a copy: ZImagePipeline rewrites its prompt list in place
         height=height,
         width=width,
         num_inference_steps=steps,

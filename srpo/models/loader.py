@@ -89,7 +89,6 @@ BACKENDS: dict[str, Backend] = {
         "Tongyi-MAI/Z-Image-Turbo",
         "ZImagePipeline",
         {"steps": 9, "shift": 3.0},
-        available=False,
     ),
 }
 

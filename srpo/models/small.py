@@ -225,9 +225,73 @@ def small_qwen_image(cfg_scale: float = 1.0, resolution: int = SMALL_RESOLUTION)
     )
 
 
+# -- Z-Image ---------------------------------------------------------------------------------
+
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def small_z_image_transformer():
+    from diffusers import ZImageTransformer2DModel
+
+    torch.manual_seed(0)
+    return ZImageTransformer2DModel(
+        all_patch_size=(2,),
+        all_f_patch_size=(1,),
+        in_channels=4,
+        dim=32,
+        n_layers=2,
+        n_refiner_layers=1,
+        n_heads=2,
+        n_kv_heads=2,
+        cap_feat_dim=16,
+        axes_dims=[8, 4, 4],
+        axes_lens=[256, 32, 32],
+    )
+
+
+def small_qwen3(tokenizer, hidden: int = 16):
+    from transformers import Qwen3Config, Qwen3Model
+
+    torch.manual_seed(2)
+    return Qwen3Model(
+        Qwen3Config(
+            vocab_size=len(tokenizer),
+            hidden_size=hidden,
+            intermediate_size=2 * hidden,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            head_dim=8,
+            max_position_embeddings=256,
+            bos_token_id=BOS_ID,
+            eos_token_id=EOS_ID,
+            pad_token_id=PAD_ID,
+        )
+    )
+
+
+def small_z_image(cfg_scale: float = 1.0, resolution: int = SMALL_RESOLUTION):
+    from srpo.models.z_image import ZImageGenerator, ZImageTextEncoder
+
+    tokenizer = build_word_tokenizer(WORDS, model_max_length=64)
+    tokenizer.chat_template = CHAT_TEMPLATE
+    encoder = ZImageTextEncoder(tokenizer, small_qwen3(tokenizer), max_sequence_length=48)
+    return ZImageGenerator(
+        small_z_image_transformer(),
+        small_kl_vae(),
+        encoder,
+        resolution=(resolution, resolution),
+        cfg_scale=cfg_scale,
+    )
+
+
 SMALL_BUILDERS: dict[str, Callable[..., nn.Module]] = {
     "sd3": small_sd3,
     "qwen-image": small_qwen_image,
+    "z-image": small_z_image,
 }
 
 
