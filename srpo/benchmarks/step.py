@@ -11,13 +11,16 @@ step.
 
 ``model``: ``tiny`` (the shipped tiny world and its reward) or a diffusers backend's random
 small config (:mod:`srpo.models.small`) with a random small CLIP reward at 32 px, trained in
-full, fp32, without CFG, on random pixels encoded once (offline mode, as for the tiny world).
+full, fp32, without CFG, on random pixels encoded once (offline mode, as for the tiny world), the text encoders behind the
+on-disk prompt cache as ``from_pretrained`` loads them.
 """
 
 from __future__ import annotations
 
 import statistics
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -94,9 +97,14 @@ def _models(model: str, config):
         generator, reward = build_models(config)
         real = heldout(config.batch_size)
         return generator, reward, real.images, real.captions
+    from srpo.models.prompt_cache import CachedPromptEncoder
     from srpo.models.small import SMALL_RESOLUTION, small_generator
 
     generator = small_generator(model)
+    # As from_pretrained loads them: text encoders behind the on-disk prompt cache.
+    encoder = generator.prompt_encoder
+    cache = Path(tempfile.mkdtemp(prefix="srpo-bench-prompts-"))
+    generator.prompt_encoder = CachedPromptEncoder(lambda: encoder, cache, f"bench:{model}")
     pixels = torch.rand(config.batch_size, 3, SMALL_RESOLUTION, SMALL_RESOLUTION)
     captions = config.prompt_list()[: config.batch_size]
     return generator, small_clip_reward(SMALL_RESOLUTION), pixels, captions
