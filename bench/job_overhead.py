@@ -120,10 +120,15 @@ def studio_job(db: Database, settings: Settings, overrides: dict[str, Any]) -> d
         time.sleep(POLL_SECONDS)
     seconds = time.perf_counter() - began
     noticed = datetime.now(UTC)
-    own_after, children_after = _cpu()
     with db.session() as session:
         job = session.get(Job, job_id)
         (run,) = job.runs
+        # The trainer writes "succeeded" just before it exits: its CPU time reaches this
+        # process's children once the supervisor has reaped it.
+        deadline = time.monotonic() + 60
+        while Path(f"/proc/{run.pid}").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        own_after, children_after = _cpu()
         metrics = session.scalars(
             select(JobMetric).where(JobMetric.job_id == job_id).order_by(JobMetric.step)
         ).all()
