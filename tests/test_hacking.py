@@ -1,6 +1,7 @@
 """Reward hacking made measurable: image statistics, the judge's hack detector, tiny-biased,
 the hacking monitor's warning, and the shape of `srpo bench hacking`."""
 
+import json
 import random
 
 import pytest
@@ -119,3 +120,22 @@ def test_the_hacking_bench_returns_rows_of_the_right_shape(tmp_path):
     with Image.open(grid) as image:
         # One column per method beside the base (128 px cells), one row per judged seed.
         assert image.size == (3 * 128, 18 + 4 * (128 + 14))
+
+
+def test_train_biased_writes_gates_and_a_loadable_reward(smoke_world, tmp_path):
+    import shutil
+
+    from srpo.rewards import load_reward
+    from srpo.tiny_world.biased import BiasTraining, train_biased
+    from srpo.tiny_world.weights import read_manifest
+
+    world = tmp_path / "world"
+    shutil.copytree(smoke_world, world)
+    entry = train_biased(world, BiasTraining(steps=2, batch=8, threads=1), False, samples=16)
+    assert set(entry["bias"]) >= {"rise_share", "srp_cancelled"}
+    assert entry["passed"] == (not entry["failures"])
+    assert read_manifest(world)["reward_biased"] == json.loads(json.dumps(entry))
+    biased, clean = load_reward("tiny-biased", str(world)), load_reward("tiny", str(world))
+    assert biased.name == "tiny-biased"
+    image = torch.rand(1, 3, 64, 64)
+    assert biased.score(image, ["a red circle"]) != clean.score(image, ["a red circle"])

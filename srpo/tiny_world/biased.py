@@ -158,7 +158,10 @@ def bias_failures(gates: dict[str, float]) -> list[str]:
 
 
 def train_biased(
-    directory: Path | str | None = None, cfg: BiasTraining | None = None, show: bool = True
+    directory: Path | str | None = None,
+    cfg: BiasTraining | None = None,
+    show: bool = True,
+    samples: int = 256,
 ) -> dict[str, Any]:
     """``srpo tiny-world train-biased``: fine-tune, save, gate, and record it in the manifest.
 
@@ -176,23 +179,30 @@ def train_biased(
     manifest = read_manifest(directory)
     manifest["files"][COMPONENT] = save_component(directory, COMPONENT, reward.model)
     write_json_atomic(directory / MANIFEST, manifest)
-    return gate_biased(directory, {"training": asdict(cfg), "training_seconds": round(seconds, 1)})
+    entry = {"training": asdict(cfg), "training_seconds": round(seconds, 1)}
+    return gate_biased(directory, entry, samples)
 
 
-def gate_biased(directory: Path | str, entry: dict[str, Any]) -> dict[str, Any]:
-    """Gate the saved ``tiny-biased`` (as stored, float16) and record ``entry`` + gates."""
+def gate_biased(directory: Path | str, entry: dict[str, Any], samples: int = 256) -> dict[str, Any]:
+    """Gate the saved ``tiny-biased`` (as stored, float16) and record ``entry`` + gates.
+
+    ``samples`` held-out scenes per gate (the shipped gates use 256).
+    """
     from srpo.rewards.tiny import load_tiny_reward
     from srpo.tiny_world.gates import reward_zero_shot, srp_pair_accuracy
 
     directory = Path(directory)
     reward = load_tiny_reward(directory, biased=True)
-    data = heldout(200)
+    data = heldout(min(samples, 200))
+    pairs = max(samples // 2, 1)
     entry = {
         **entry,
-        "bias": bias_gates(reward),
-        "clean_reward_bias": bias_gates(load_tiny_reward(directory)),
+        "bias": bias_gates(reward, samples),
+        "clean_reward_bias": bias_gates(load_tiny_reward(directory), samples),
         "reward_zero_shot": reward_zero_shot(reward, data.images, data.scenes, 50),
-        "srp_pair_accuracy": {f: srp_pair_accuracy(reward, 100, f) for f in ("style", "lighting")},
+        "srp_pair_accuracy": {
+            f: srp_pair_accuracy(reward, pairs, f) for f in ("style", "lighting")
+        },
     }
     entry["failures"] = bias_failures(entry["bias"])
     entry["passed"] = not entry["failures"]
