@@ -102,15 +102,12 @@ def test_the_hacking_bench_returns_rows_of_the_right_shape(tmp_path):
     from srpo.benchmarks.hacking import bench_hacking
 
     grid = tmp_path / "grid.png"
-    result = bench_hacking(
-        steps=1, prompts=4, grid=grid, only=["srpo", "direct_align_prefixed", "srpo_lighting"]
-    )
+    result = bench_hacking(steps=1, prompts=4, grid=grid, only=["srpo", "direct_align_prefixed"])
     keys = {"method", "judged_shift", "fidelity_change", "hack_drift", "reward_gain", "seconds"}
     assert [r["method"] for r in result["rows"]] == ["srpo", "direct_align_prefixed"]
-    assert [r["method"] for r in result["ablations"]] == ["srpo_lighting"]
-    for row in [*result["rows"], *result["ablations"]]:
+    assert result["ablations"] == []
+    for row in result["rows"]:
         assert keys <= set(row) and -1 <= row["judged_shift"] <= 1
-    assert result["ablations"][0]["judged_word"] == "warm"
     assert (
         result["hack_threshold"] > 0
         and "srpo_drift_at_most_a_third_of_direct_align_prefixed" in result["goals"]
@@ -139,3 +136,17 @@ def test_train_biased_writes_gates_and_a_loadable_reward(smoke_world, tmp_path):
     assert biased.name == "tiny-biased"
     image = torch.rand(1, 3, 64, 64)
     assert biased.score(image, ["a red circle"]) != clean.score(image, ["a red circle"])
+
+
+def test_the_ablations_change_one_thing_of_srpo_each():
+    from srpo.benchmarks.hacking import Row, ablations, row_config
+
+    base = row_config(Row("srpo"), 40, 0)
+    for row in ablations():
+        config = row_config(row, 40, 0)
+        assert config.method == "srpo" and config.reward == "tiny-biased" and config.steps == 40
+        assert config != base
+    lighting = row_config(ablations()[-1], 40, 0)
+    assert (lighting.positive_words, lighting.negative_words) == (["warm"], ["dark"])
+    late = next(r for r in ablations() if r.name == "srpo_late_timesteps")
+    assert tuple(row_config(late, 40, 0).direct_align.sigma_range) == (0.05, 0.3)
