@@ -31,9 +31,9 @@ if TYPE_CHECKING:
 
 # Which reward watches a run, by the reward it trains on.
 HELD_OUT_REWARD = {"hpsv2.1": "pickscore", "hpsv2": "pickscore", "pickscore": "hpsv2.1"}
-# A drift of the statistic this far from step 0 is material (tiny world: about one standard
-# deviation of the base model's per-image cast; see ``srpo bench hacking``).
-DRIFT_THRESHOLD = {"hack_cast": 0.02, "magenta_cast": 0.02, "saturation": 0.05}
+# A drift of the statistic this far from step 0 is material: for the tiny world's hack cast,
+# one standard deviation of the base model's per-image values (0.0268, ``srpo bench hacking``).
+DRIFT_THRESHOLD = {"hack_cast": 0.027, "magenta_cast": 0.027, "saturation": 0.05}
 
 
 def held_out_reward_name(training_reward: str) -> str:
