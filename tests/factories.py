@@ -20,6 +20,7 @@ from transformers import (
 
 from srpo.models.flux import FluxGenerator
 from srpo.models.flux_text import FluxTextEncoders
+from srpo.models.small import small_kl_vae
 from srpo.tiny_world.tokenizer import BOS_ID, EOS_ID, PAD_ID, build_word_tokenizer
 
 WORDS = [
@@ -59,20 +60,7 @@ def small_flux_transformer(guidance_embeds: bool = True) -> FluxTransformer2DMod
 
 
 def small_vae() -> AutoencoderKL:
-    torch.manual_seed(1)
-    return AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
-        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
-        block_out_channels=(8, 16),
-        layers_per_block=1,
-        latent_channels=4,
-        norm_num_groups=4,
-        sample_size=32,
-        scaling_factor=0.5,
-        shift_factor=0.1,
-    )
+    return small_kl_vae()
 
 
 def small_text_encoders() -> FluxTextEncoders:

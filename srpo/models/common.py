@@ -16,6 +16,7 @@ normalisation (:meth:`encode_grid`, :meth:`decode_grid`). Everything else lives 
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Sequence
 
 import torch
@@ -29,7 +30,7 @@ from srpo.precision import Precision
 from srpo.rewards.base import check_pixels
 
 
-class FlowGenerator(nn.Module):
+class FlowGenerator(nn.Module, metaclass=abc.ABCMeta):
     """A diffusers text-to-image flow model behind the generator protocol."""
 
     name = ""
@@ -106,6 +107,7 @@ class FlowGenerator(nn.Module):
 
     # -- the model -----------------------------------------------------------------------------
 
+    @abc.abstractmethod
     def forward_transformer(
         self,
         latents: torch.Tensor,
@@ -116,7 +118,6 @@ class FlowGenerator(nn.Module):
         guidance: float | None,
     ) -> torch.Tensor:
         """The transformer's raw output on packed latents ``[B, N, C]`` (same shape)."""
-        raise NotImplementedError
 
     def velocity(
         self,
@@ -183,22 +184,22 @@ class FlowGenerator(nn.Module):
         return (batch, channels, *self.latent_hw)
 
     @property
+    @abc.abstractmethod
     def transformer_in_channels(self) -> int:
         """Channels of the latent grid (not of the packed tokens)."""
-        raise NotImplementedError
 
     def noise(self, batch: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """Noise drawn as the pipeline draws it (so one seed gives both the same), packed."""
         grid = torch.randn(self.noise_shape(batch), generator=generator)
         return self.pack(grid).to(self.device)
 
+    @abc.abstractmethod
     def encode_grid(self, pixels: torch.Tensor) -> torch.Tensor:
         """The normalised latent grid of pixels in [-1, 1] (in the VAE's dtype)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def decode_grid(self, grid: torch.Tensor) -> torch.Tensor:
         """Pixels in [-1, 1] of a normalised latent grid."""
-        raise NotImplementedError
 
     @property
     def vae_dtype(self) -> torch.dtype:
