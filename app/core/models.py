@@ -21,6 +21,8 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
+    func,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -128,6 +130,24 @@ class User(Base):
     tokens: Mapped[list[ApiToken]] = relationship(back_populates="user")
 
 
+# User names are unique without regard to case: ``ALICE`` cannot sit beside ``alice``.
+Index("uq_users_username_lower", func.lower(User.username), unique=True)
+
+
+class WebSession(Base):
+    """A signed-in browser session; the cookie carries a random value, only its sha256 is
+    stored, so logout, a password or role change and disabling the user end it at once."""
+
+    __tablename__ = "web_sessions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]
+
+
 class ApiToken(Base):
     """A bearer token; only its sha256 is stored."""
 
@@ -140,6 +160,7 @@ class ApiToken(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_used_at: Mapped[datetime | None]
     revoked_at: Mapped[datetime | None]
+    expires_at: Mapped[datetime | None]
 
     user: Mapped[User] = relationship(back_populates="tokens")
 
@@ -287,6 +308,7 @@ class Campaign(Base):
     criteria: Mapped[list[Any]]
     state: Mapped[CampaignState] = mapped_column(_enum(CampaignState, "campaign_state"))
     error: Mapped[str | None] = mapped_column(Text)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
