@@ -23,6 +23,7 @@ from sqlalchemy import (
     UniqueConstraint,
     false,
     func,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -309,6 +310,8 @@ class Campaign(Base):
     state: Mapped[CampaignState] = mapped_column(_enum(CampaignState, "campaign_state"))
     error: Mapped[str | None] = mapped_column(Text)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # the arena's settings: gold_rate, repeat_rate, vote_budget, excluded_raters (user ids)
+    options: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default=text("'{}'"))
     created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
