@@ -230,6 +230,8 @@ class JobRun(Base):
     lease_token: Mapped[str] = mapped_column(String(36), unique=True)
     pid: Mapped[int | None]
     log_path: Mapped[str | None] = mapped_column(String(500))
+    # Where each rank ran ({rank, node, host, pid}), for runs that span nodes (Ray).
+    nodes: Mapped[list[Any] | None]
     outcome: Mapped[RunOutcome] = mapped_column(_enum(RunOutcome, "run_outcome"))
     started_at: Mapped[datetime] = mapped_column(default=utcnow)
     ended_at: Mapped[datetime | None]
