@@ -37,6 +37,9 @@ class Settings(BaseSettings):
     gpu_queue: str = Field("gpu", min_length=1)
     default_queue: str = Field("default", min_length=1)
     gpus_per_job: int = Field(0, ge=0, le=1024, description="0 = one CPU process")
+    ray_address: str | None = Field(None, description="Ray cluster of ray-launched jobs")
+    ray_namespace: str = Field("srpo", min_length=1, description="Ray namespace of job drivers")
+    ray_use_gpu: bool = Field(True, description="one GPU per Ray worker (false: CPU, gloo)")
     lease_seconds: float = Field(60.0, gt=0)
     heartbeat_seconds: float = Field(10.0, gt=0)
     cancel_grace_seconds: float = Field(120.0, ge=0)
@@ -79,7 +82,11 @@ class Settings(BaseSettings):
 
     def environment(self) -> dict[str, str]:
         """These settings as ``SRPO_*`` variables, for processes the worker starts."""
+        ray = {"RAY_ADDRESS": self.ray_address} if self.ray_address else {}
         values = {
+            **ray,
+            "RAY_NAMESPACE": self.ray_namespace,
+            "RAY_USE_GPU": str(self.ray_use_gpu).lower(),
             "MODE": self.mode,
             "DATA_DIR": str(self.data_dir.resolve()),
             "DATABASE_URL": self.database,
