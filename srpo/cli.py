@@ -44,8 +44,7 @@ def _models(args: argparse.Namespace) -> int:
         print(json.dumps(rows))
     else:
         for row in rows:
-            state = "" if row["available"] else "  (not yet available)"
-            print(f"{row['name']:<11} {row['pipeline']:<26} {row['hub_id'] or '-'}{state}")
+            print(f"{row['name']:<11} {row['pipeline']:<26} {row['hub_id'] or '-'}")
     return 0
 
 

@@ -24,7 +24,9 @@ def pipeline_latents(pipe, generator, steps: int, shift: float, **call) -> torch
     pipe.set_progress_bar_config(disable=True)
     height, width = generator.resolution
     return pipe(
-        list(PROMPTS),  # a copy: ZImagePipeline rewrites its prompt list in place
+        # a copy: ZImagePipeline rewrites its prompt list in place; by name: FLUX.2's first
+        # positional argument is a reference image
+        prompt=list(PROMPTS),
         height=height,
         width=width,
         num_inference_steps=steps,

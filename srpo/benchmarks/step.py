@@ -149,7 +149,7 @@ def bench_step(
         "batch": batch,
         "repeats": repeats,
         "threads": torch.get_num_threads(),
-        "update_seconds": round(update_s, 4),
-        "bare_seconds": round(bare_s, 4),
+        "update_seconds": round(update_s, 6),
+        "bare_seconds": round(bare_s, 6),
         "ratio": round(update_s / bare_s, 3),
     }

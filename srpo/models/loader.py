@@ -34,7 +34,6 @@ class Backend:
     hub_id: str | None
     pipeline: str
     sampling: dict[str, float]
-    available: bool = True
 
     def load_class(self) -> type:
         return getattr(importlib.import_module(self.module), self.cls)
@@ -47,7 +46,6 @@ class Backend:
             "hub_id": self.hub_id,
             "pipeline": self.pipeline,
             "sampling": dict(self.sampling),
-            "available": self.available,
         }
 
 
@@ -79,8 +77,9 @@ BACKENDS: dict[str, Backend] = {
         "Flux2Generator",
         "black-forest-labs/FLUX.2-dev",
         "Flux2Pipeline",
-        {"steps": 50, "shift": 3.0},
-        available=False,
+        # Flux2Pipeline's shift at 1024 px and 50 steps (srpo.models.flux2.FLUX2_SAMPLING);
+        # a klein folder gets its own (sampling_defaults with its path)
+        {"steps": 50, "shift": 7.5636},
     ),
     "z-image": Backend(
         "z-image",
@@ -93,19 +92,18 @@ BACKENDS: dict[str, Backend] = {
 }
 
 
-#: The backends that load today (``describe_models`` lists the planned ones too).
-MODEL_NAMES = tuple(name for name, spec in BACKENDS.items() if spec.available)
+#: Every backend name, as ``--model`` and the training config take it.
+MODEL_NAMES = tuple(BACKENDS)
 
 
 def backend(name: str) -> Backend:
     """The backend called ``name`` (case-insensitive)."""
     try:
-        found = BACKENDS[name.lower()]
+        return BACKENDS[name.lower()]
     except KeyError:
-        found = None
-    if found is None or not found.available:
-        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}")
-    return found
+        raise ValueError(
+            f"unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}"
+        ) from None
 
 
 def load_generator(
@@ -154,6 +152,10 @@ def sampling_defaults(name: str, path: str | None = None) -> dict[str, float]:
         from srpo.tiny_world.weights import WEIGHTS_DIR
 
         return tiny_defaults(path or WEIGHTS_DIR)
+    if name.lower() == "flux2" and path:
+        from srpo.models.flux2 import flux2_variant
+
+        return flux2_variant(path).sampling
     return dict(backend(name).sampling)
 
 
@@ -161,8 +163,7 @@ def describe_models() -> list[dict[str, object]]:
     """Every backend name with its class, hub id, pipeline and sampling defaults."""
     rows = [spec.describe() for spec in BACKENDS.values()]
     for row in rows:
-        if row["available"]:
-            row["sampling"] = sampling_defaults(str(row["name"]))
+        row["sampling"] = sampling_defaults(str(row["name"]))
     return rows
 
 
