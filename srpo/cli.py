@@ -96,11 +96,12 @@ def _tiny_train_biased(args: argparse.Namespace) -> int:
 
 
 def _explain(args: argparse.Namespace) -> int:
-    from srpo.config import PRESETS, load_config, preset
+    from srpo.config import PRESET_GPUS, PRESETS, load_config, preset
     from srpo.explain import explain, explain_markdown
 
     config = preset(args.config) if args.config in PRESETS else load_config(args.config)
-    summary = explain(config, processes=args.processes)
+    processes = args.processes or PRESET_GPUS.get(args.config, 1)
+    summary = explain(config, processes=processes)
     print(json.dumps(summary, indent=2) if args.json else explain_markdown(summary))
     return 0
 
@@ -246,7 +247,9 @@ def build_parser() -> argparse.ArgumentParser:
         "explain", help="what a config or preset will do, before any GPU time is spent"
     )
     explain.add_argument("config", help="a YAML config file or a preset name")
-    explain.add_argument("--processes", type=int, default=1, help="ranks the run will use")
+    explain.add_argument(
+        "--processes", type=int, help="ranks the run will use (default: the preset's GPUs, or 1)"
+    )
     explain.add_argument("--json", action="store_true", help="print one JSON object")
     explain.set_defaults(run=_explain)
 

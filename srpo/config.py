@@ -344,6 +344,95 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
 }
 
+# The official Qwen-Image run (Tencent-Hunyuan/SRPO scripts/finetune/SRPO_training_qwen.sh and
+# fastvideo/SRPO_Qwen.py): PickScore, 720 px, 26 rollout steps at shift 1, lr 3e-6, weight
+# decay 1e-4, grad clip 50, batch 1 x 2 accumulated, bf16, checkpointing, FSDP full shard; the
+# denoise branch only with SRP k = 0 ((1 + 0) r(pos. p) - r(neg. p)) and three negative words.
+# Its s* runs over 0.9..0.2 (levels 5..40 of 50 at shift 1) with a slice of 41 of 100 positions
+# (0.29), narrowed at the ends so that s* + slice stays below 0.9; a fixed d needs d < low, so
+# the window here is 0.3..0.61. Its gradient forward runs without CFG (train_cfg 1); the
+# rollout's CFG 4 and the reward multiplier discount(s*) * PickScore / 20 have no field here.
+QWEN_IMAGE_SRPO: dict[str, Any] = {
+    "model": "qwen-image",
+    "reward": "pickscore",
+    "method": "srpo",
+    "prompts_file": "prompts.txt",
+    "positive_words": ["Natural-lighting", "Detail", "Detailed", "Real"],
+    "negative_words": ["Concept art", "Painting", "Anime"],
+    "resolution": 720,
+    "rollout_steps": 26,
+    "shift": 1.0,
+    "cfg_scale": 1.0,
+    "direct_align": {
+        "sigma_range": [0.3, 0.61],
+        "d": 0.29,
+        "discount_denoise": {"low": 0.0, "high": 0.0},
+        "inversion": False,
+    },
+    "optimizer": {"lr": 3e-6, "weight_decay": 1e-4, "grad_clip": 50.0},
+    "batch_size": 1,
+    "gradient_accumulation": 2,
+    "precision": "bf16",
+    "gradient_checkpointing": True,
+    "steps": 50,
+    "checkpoint_every": 50,
+}
+
+
+def _backend_setup(model: str, resolution: int, steps: int, shift: float) -> dict[str, Any]:
+    """The FLUX.1 paper's SRPO recipe on another backend at its own sampler (no author run)."""
+    return {
+        **FLUX_PAPER_SETUP,
+        "model": model,
+        "model_path": None,
+        "resolution": resolution,
+        "rollout_steps": steps,
+        "shift": shift,
+        "rollout_guidance": None,
+    }
+
+
+# sd3: SD3.5-medium's 40 steps at shift 3; z-image: Turbo's 9 steps at shift 3; flux2: dev's
+# 50 steps at its 1024 px shift 7.56 (srpo.models.loader.BACKENDS), guidance 4 embedded.
+_SD3 = _backend_setup("sd3", 1024, 40, 3.0)
+_Z_IMAGE = _backend_setup("z-image", 1024, 9, 3.0)
+_FLUX2 = _backend_setup("flux2", 1024, 50, 7.5636) | {"train_guidance": 4.0}
+_LORA = {"optimizer": {"lr": 1e-4}, "lora": {"rank": 64, "alpha": 64}, "steps": 100}
+# FLUX.2's single-stream blocks fuse q, k, v and the MLP input in one projection.
+_FLUX2_LORA = {
+    **_LORA,
+    "lora": {
+        "rank": 64,
+        "alpha": 64,
+        "target_modules": ["to_q", "to_k", "to_v", "to_out.0", "to_qkv_mlp_proj"],
+    },
+}
+_FULL = {"direct_align": {"sigma_range": [0.75, 0.96], "d": 0.022}, "steps": 20}
+
+PRESETS |= {
+    "qwen-image-lora-1gpu": {
+        **QWEN_IMAGE_SRPO,
+        **_LORA,
+        "optimizer": {"lr": 1e-4, "weight_decay": 1e-4, "grad_clip": 50.0},
+    },
+    "qwen-image-official-32gpu": QWEN_IMAGE_SRPO,
+    "sd3-lora-1gpu": {**_SD3, **_LORA},
+    "sd3-full-8gpu": {**_SD3, **_FULL},
+    "z-image-lora-1gpu": {**_Z_IMAGE, **_LORA},
+    "z-image-full-8gpu": {**_Z_IMAGE, **_FULL},
+    "flux2-lora-1gpu": {**_FLUX2, **_FLUX2_LORA},
+    "flux2-full-32gpu": {**_FLUX2, **_FULL},
+}
+#: The GPUs each preset is written for (``srpo explain`` plans memory per GPU with them).
+PRESET_GPUS: dict[str, int] = {
+    "flux-paper-32gpu": 32,
+    "flux-paper-pickscore": 32,
+    "qwen-image-official-32gpu": 32,
+    "sd3-full-8gpu": 8,
+    "z-image-full-8gpu": 8,
+    "flux2-full-32gpu": 32,
+}
+
 
 def deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     """``base`` with ``overrides`` applied key by key, recursing into nested mappings."""

@@ -5,8 +5,10 @@ import json
 import pytest
 
 from srpo.cli import main
-from srpo.config import preset
-from srpo.explain import explain, explain_markdown
+from srpo.config import PRESET_GPUS, PRESETS, preset
+from srpo.explain import explain, explain_markdown, memory_plan
+from srpo.models.full_size import FULL_SIZE, Architecture
+from srpo.models.small import small_sd3_transformer
 from srpo.train import build_models, prepare_trainable
 
 KEYS = {
@@ -66,3 +68,67 @@ def test_unknown_config_is_a_one_line_error(tmp_path, capsys):
     assert main(["explain", str(tmp_path / "missing.yaml")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("srpo: error:") and "\n" not in err
+
+
+def small_architecture() -> tuple[Architecture, int]:
+    """A small SD3 transformer's architecture and its parameters, counted on the real model."""
+    transformer = small_sd3_transformer()
+    arch = Architecture("SD3Transformer2DModel", dict(transformer.config), 16, text_tokens=8)
+    return arch, sum(p.numel() for p in transformer.parameters())
+
+
+def test_memory_plan_arithmetic_on_a_model_we_can_count():
+    arch, count = small_architecture()
+    full = preset("sd3-full-8gpu", resolution=64, batch_size=2, cfg_scale=3.0)
+    plan = memory_plan(full, 4, arch)
+    assert plan["parameters_counted"] == {"all": count, "trainable": count}
+    # fp32 masters, gradients and AdamW's two moments, sharded over the 4 processes
+    assert plan["bytes"]["parameters"] == plan["bytes"]["gradients"] == 4 * count // 4
+    assert plan["bytes"]["optimizer_state"] == 8 * count // 4 and plan["sharded_over"] == 4
+    tokens, width, blocks = (64 // 16) ** 2 + 8, 2 * 8, 2  # heads x head dim; 2 layers
+    assert plan["tokens"] == tokens and plan["forward_batch"] == 4  # CFG doubles the batch
+    per_block = 34 * tokens * 4 * width  # bf16 activations
+    assert plan["bytes"]["activations_without_checkpointing"] == blocks * per_block
+    assert plan["bytes"]["activations_with_checkpointing"] == (
+        blocks * 2 * tokens * 4 * width + per_block
+    )
+
+    lora = preset("sd3-lora-1gpu", lora={"rank": 2, "alpha": 2, "target_modules": ["to_q"]})
+    plan = memory_plan(lora, 4, arch)
+    adapters = plan["parameters_counted"]["trainable"]
+    # rank 2 on every block's to_q (width -> width): A [2, 16] and B [16, 2]
+    assert adapters == blocks * 2 * (2 * width)
+    assert plan["sharded_over"] == 1  # LoRA runs replicated
+    assert plan["bytes"]["parameters"] == 2 * count + 4 * adapters  # bf16 base, fp32 adapters
+    assert plan["bytes"]["optimizer_state"] == 8 * adapters
+
+
+@pytest.mark.parametrize("model", sorted(FULL_SIZE))
+def test_released_architectures_have_their_published_sizes(model):
+    published = {"flux": 12e9, "flux2": 32e9, "qwen-image": 20e9, "sd3": 2.5e9, "z-image": 6e9}
+    count = sum(p.numel() for p in FULL_SIZE[model].build_meta().parameters())
+    assert abs(count / published[model] - 1) < 0.12  # SD3.5-medium's 2.5 B counts its VAE
+
+
+def test_every_backend_has_a_one_gpu_lora_and_a_many_gpu_full_preset():
+    for model in ("flux", "flux2", "qwen-image", "sd3", "z-image"):
+        names = [n for n in PRESETS if preset(n).model == model]
+        assert any(preset(n).lora is not None for n in names), model
+        assert any(preset(n).lora is None and PRESET_GPUS.get(n, 1) > 1 for n in names), model
+
+
+def test_qwen_image_preset_is_the_official_run():
+    config = preset("qwen-image-official-32gpu")
+    assert config.adamw()["lr"] == 3e-6 and config.shift == 1.0
+    assert not config.direct_align.inversion and config.reward == "pickscore"
+    assert (config.resolution, config.rollout_steps, config.gradient_accumulation) == (720, 26, 2)
+
+
+def test_explain_plans_a_preset_over_its_own_gpus(capsys):
+    assert main(["explain", "qwen-image-official-32gpu", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    memory = summary["memory_per_gpu"]
+    assert summary["processes"] == 32 and memory["sharded_over"] == 32
+    gib = memory["gib"]
+    assert gib["activations_with_checkpointing"] < gib["activations_without_checkpointing"]
+    assert "memory per GPU (sharded over 32)" in explain_markdown(summary)
