@@ -67,6 +67,10 @@ class TrainConfig(Section):
     ``offline_captions`` is ``required``. ``monitor_reward`` watches the run at every sample
     step (:mod:`srpo.monitor`; by default PickScore when training on HPS, HPS when training on
     PickScore, CLIP otherwise; the judge on the tiny world).
+
+    ``launcher`` says where a studio job runs: ``local`` (``accelerate launch`` over one node's
+    devices) or ``ray`` (a Ray Train job of ``num_workers`` workers over a Ray cluster's nodes;
+    ``nodes`` = ``num_workers`` puts one worker on each node). ``srpo train`` ignores them.
     """
 
     model: str = Field("tiny", min_length=1)
@@ -108,6 +112,10 @@ class TrainConfig(Section):
     monitor_reward: str | None = Field(None, min_length=1)
     monitor_reward_path: str | None = None
 
+    launcher: Literal["local", "ray"] = "local"
+    num_workers: int | None = Field(None, ge=1, le=4096)
+    nodes: int | None = Field(None, ge=1, le=1024)
+
     direct_align: DirectAlignConfig = DirectAlignConfig()
     refl: ReFLConfig = ReFLConfig()
     draft: DRaFTConfig = DRaFTConfig()
@@ -123,6 +131,10 @@ class TrainConfig(Section):
             raise ValueError(
                 "method srpo needs positive_words and negative_words (at least one each)"
             )
+        if self.nodes is not None and self.launcher != "ray":
+            raise ValueError("nodes: only the ray launcher spans nodes; set launcher: ray")
+        if self.nodes is not None and (self.num_workers or 1) % self.nodes:
+            raise ValueError("nodes: num_workers must be a multiple of nodes")
         if self.method == "direct_align" and self.direct_align.inversion:
             raise ValueError(
                 "direct_align.inversion: the inversion branch scores with swapped control "
@@ -327,6 +339,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         "direct_align": {"sigma_range": [0.75, 0.96], "d": 0.022},
         "batch_size": 1,
         "steps": 20,
+        # The paper's 32 GPUs (4 nodes of 8), as a Ray Train job over the studio's Ray cluster.
+        "launcher": "ray",
+        "num_workers": 32,
     },
     # SRPO_training_ps.sh: PickScore rolls out at guidance 2 with a stronger discount.
     "flux-paper-pickscore": {

@@ -11,8 +11,8 @@ import pytest
 
 from app.core.errors import NotFound
 from app.core.storage import relative, resolve
+from worker.launch_local import training_command
 from worker.process import kill_group
-from worker.supervisor import training_command
 
 
 def _gone(pid: int, timeout: float = 10.0) -> bool:

@@ -1,22 +1,20 @@
-"""Claim a job, start its training process group, keep the lease alive, clean up after it.
+"""Claim a job, launch its training, keep the lease alive, clean up after it.
 
-The training process runs in its own process group with a per-attempt log file, and dies
-with the worker (``PR_SET_PDEATHSIG``), so a killed worker leaves no orphan training. The
-supervisor renews the lease every ``heartbeat_seconds``; if it cannot (database down for
-most of a lease) or the lease was taken away, it kills the group before anyone else can
-claim the job. A cancel gives the trainer ``cancel_grace_seconds`` to checkpoint and stop.
+The job's launcher runs the training: ``local`` (:mod:`worker.launch_local`, a process group on
+this node) or ``ray`` (:mod:`worker.launch_ray`, a Ray Train job on the Ray cluster). Either
+way this worker owns the job: it renews the lease every ``heartbeat_seconds``; if it cannot
+(database down for most of a lease) or the lease was taken away, it kills the training
+before anyone else can claim the job. A cancel gives the trainer ``cancel_grace_seconds`` to
+checkpoint and stop, then kills it.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import signal
 import socket
-import subprocess
-import sys
 import time
-from pathlib import Path
+from typing import Protocol
 
 from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError
@@ -27,11 +25,19 @@ from app.core.db import Database, is_disconnect
 from app.core.jobs import Lease, LeaseStatus
 from app.core.models import Job, JobRun, JobState
 from app.core.settings import Settings
-from app.core.storage import relative, resolve
-from worker.process import die_with_parent, kill_group
+from worker.launch_local import Ended, LocalRun
 
 log = logging.getLogger("srpo.worker")
 EXIT_GRACE_SECONDS = 60.0
+
+
+class Run(Protocol):
+    """One attempt's training, as a launcher runs it."""
+
+    def start(self) -> None: ...
+    def wait(self, timeout: float) -> Ended | None: ...
+    def kill(self) -> None: ...
+    def close(self) -> None: ...
 
 
 def worker_name() -> str:
@@ -39,63 +45,15 @@ def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def training_command(job_id: int, processes: int) -> list[str]:
-    """``python -m worker.run_job ID``, under ``accelerate launch --multi_gpu`` for several
-    processes (torch.distributed; NCCL on GPUs, gloo where there are none)."""
-    if processes <= 1:
-        return [sys.executable, "-m", "worker.run_job", str(job_id)]
-    return [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--multi_gpu",
-        "--num_processes",
-        str(processes),
-        "--module",
-        "worker.run_job",
-        str(job_id),
-    ]
-
-
 class Supervisor:
-    """Runs one claimed job's training process to its end."""
+    """Runs one claimed job's training to its end."""
 
-    def __init__(self, db: Database, settings: Settings, lease: Lease, job: Job) -> None:
-        self.db, self.settings, self.lease, self.job = db, settings, lease, job
+    def __init__(self, db: Database, settings: Settings, lease: Lease, run: Run) -> None:
+        self.db, self.settings, self.lease, self.run = db, settings, lease, run
         self.last_renewal = time.monotonic()
         self.cancel_since: float | None = None
         self.finished_since: float | None = None
         self.killed_for: str | None = None
-        folder = resolve(settings.storage, job.output_dir) / "logs"
-        self.log_path = folder / f"attempt-{lease.attempt}.log"
-
-    def start(self) -> subprocess.Popen[bytes]:
-        """Start the training process group, logging to ``logs/attempt-N.log``."""
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        env = {
-            **os.environ,
-            **self.settings.environment(),
-            "SRPO_LEASE_TOKEN": self.lease.token,
-            "SRPO_LEASE_ATTEMPT": str(self.lease.attempt),
-            "PYTHONUNBUFFERED": "1",
-        }
-        with open(self.log_path, "ab") as out:
-            process = subprocess.Popen(
-                training_command(self.job.id, self.job.num_processes),
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env=env,
-                cwd=Path(__file__).resolve().parent.parent,
-                start_new_session=True,
-                preexec_fn=die_with_parent,
-            )
-        stored = relative(self.settings.storage, self.log_path)
-        self.db.write(
-            lambda s: jobs.record_run_process(s, self.lease, process.pid, stored),
-            self.settings.db_retry_seconds,
-        )
-        return process
 
     def renew(self) -> LeaseStatus | None:
         """One heartbeat; None if the database could not be reached this time."""
@@ -109,39 +67,37 @@ class Supervisor:
         self.last_renewal = time.monotonic()
         return status
 
-    def watch(self, process: subprocess.Popen[bytes]) -> int:
-        """Heartbeat until the process ends; fence it off if the lease cannot be kept."""
+    def watch(self) -> Ended:
+        """Heartbeat until the training ends; fence it off if the lease cannot be kept."""
         while True:
-            try:
-                return process.wait(timeout=self.settings.heartbeat_seconds)
-            except subprocess.TimeoutExpired:
-                pass
+            ended = self.run.wait(self.settings.heartbeat_seconds)
+            if ended is not None:
+                return ended
             status = self.renew()
             silent = time.monotonic() - self.last_renewal
             if status is LeaseStatus.LOST or (
                 status is None and silent > 0.8 * self.settings.lease_seconds
             ):
-                self.stop(process, "the lease was lost")
+                self.stop("the lease was lost")
             elif status is LeaseStatus.FINISHED:
                 self.finished_since = self.finished_since or time.monotonic()
                 if time.monotonic() - self.finished_since > EXIT_GRACE_SECONDS:
-                    self.stop(process, "it wrote its result but did not exit")
+                    self.stop("it wrote its result but did not exit")
             elif status is LeaseStatus.CANCEL_REQUESTED:
                 self.cancel_since = self.cancel_since or time.monotonic()
                 if time.monotonic() - self.cancel_since >= self.settings.cancel_grace_seconds:
-                    self.stop(process, "cancelled")
+                    self.stop("cancelled")
 
-    def stop(self, process: subprocess.Popen[bytes], reason: str) -> None:
-        """Kill the training process group."""
+    def stop(self, reason: str) -> None:
+        """Kill the training (every process of it, on every node)."""
         if self.killed_for is None:
-            log.warning("job %s: killing its training processes: %s", self.lease.job_id, reason)
+            log.warning("job %s: killing its training: %s", self.lease.job_id, reason)
             self.killed_for = reason
-        kill_group(process.pid, signal.SIGKILL)
+        self.run.kill()
 
-    def conclude(self, returncode: int) -> str:
-        """Settle the job if its process ended without writing a final state."""
+    def conclude(self, ended: Ended) -> str:
+        """Settle the job if its training ended without writing a final state."""
         reason = self.killed_for
-        tail = _tail(self.log_path)
 
         def work(session: Session) -> str:
             job = session.get(Job, self.lease.job_id)
@@ -151,42 +107,57 @@ class Supervisor:
             if reason == "cancelled":
                 jobs.finish(session, self.lease, JobState.CANCELLED, error="killed after cancel")
                 return JobState.CANCELLED.value
-            if returncode < 0 or reason is not None:
-                why = reason or f"training process killed by signal {-returncode}"
-                state = jobs.release(session, self.lease, why)
+            if ended.killed or reason is not None:
+                state = jobs.release(session, self.lease, reason or ended.detail)
                 return state.value if state else "lost"
-            message = f"training process exited with status {returncode}; log tail:\n{tail}"
-            jobs.finish(session, self.lease, JobState.FAILED, error=message)
+            jobs.finish(session, self.lease, JobState.FAILED, error=ended.detail)
             return JobState.FAILED.value
 
         return self.db.write(work, self.settings.db_retry_seconds)
 
 
-def _tail(path: Path, lines: int = 20) -> str:
-    try:
-        text = path.read_bytes()[-20_000:].decode("utf-8", "replace")
-    except OSError:
-        return ""
-    return "\n".join(text.splitlines()[-lines:])
+def launch(db: Database, settings: Settings, lease: Lease, job: Job) -> Run:
+    """The run of the job's launcher (``local`` unless its config says ``ray``)."""
+    if job.config.get("launcher") == "ray":
+        from worker.launch_ray import RayRun
+
+        return RayRun(db, settings, lease, job)
+    return LocalRun(db, settings, lease, job)
 
 
 def run_training(db: Database, settings: Settings, job_id: int) -> str:
     """Claim and run a job to its end; returns what happened (for the task result)."""
+    from worker.launch_ray import RayUnavailable, check_reachable
+
     name = worker_name()
+    job = db.write(lambda s: s.get(Job, job_id), settings.db_retry_seconds)
+    if job is not None and job.config.get("launcher") == "ray" and job.state == JobState.QUEUED:
+        try:  # before the claim, so that an unreachable cluster costs the job no attempt
+            check_reachable(settings)
+        except RayUnavailable as error:
+            message = str(error)
+            db.write(lambda s: jobs.mark_launch_failed(s, job_id, message))
+            log.warning("job %s stays queued: %s", job_id, message)
+            return "ray unreachable"
     lease = db.write(lambda s: jobs.claim(s, job_id, name, settings), settings.db_retry_seconds)
     if lease is None:
         return "not claimed"
     job = db.write(lambda s: s.get(Job, job_id), settings.db_retry_seconds)
     assert job is not None
     log.info("job %s attempt %s claimed by %s", job_id, lease.attempt, name)
-    supervisor = Supervisor(db, settings, lease, job)
-    process = supervisor.start()
+    run = launch(db, settings, lease, job)
+    supervisor = Supervisor(db, settings, lease, run)
     try:
-        returncode = supervisor.watch(process)
+        try:
+            run.start()
+        except RayUnavailable as error:
+            message = str(error)
+            db.write(lambda s: jobs.unclaim(s, lease, message), settings.db_retry_seconds)
+            log.warning("job %s stays queued: %s", job_id, message)
+            return "ray unreachable"
+        ended = supervisor.watch()
     finally:
-        if process.poll() is None:
-            supervisor.stop(process, "the worker is stopping")
-            process.wait()
-    outcome = supervisor.conclude(returncode)
-    log.info("job %s attempt %s: exit %s, %s", job_id, lease.attempt, returncode, outcome)
+        run.close()
+    outcome = supervisor.conclude(ended)
+    log.info("job %s attempt %s: %s, %s", job_id, lease.attempt, ended.detail[:200], outcome)
     return outcome

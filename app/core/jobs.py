@@ -15,7 +15,7 @@ from datetime import timedelta
 from enum import Enum
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import case, delete, func, select, update
 from sqlalchemy.orm import Session
 
 from app.core.errors import Conflict, NotFound, StudioError
@@ -74,9 +74,16 @@ def submit(
 ) -> Job:
     """Validate and store a queued job (nothing is written if anything is invalid)."""
     checked = validate_config(config)
-    processes = num_processes if num_processes is not None else max(settings.gpus_per_job, 1)
+    processes = num_processes or checked["num_workers"] or max(settings.gpus_per_job, 1)
     if not 1 <= processes <= 1024:
         raise StudioError("num_processes: between 1 and 1024")
+    if checked["nodes"] is not None and processes % checked["nodes"]:
+        raise StudioError(f"nodes: {processes} workers do not split over {checked['nodes']} nodes")
+    if checked["launcher"] == "ray" and not settings.ray_address:
+        raise StudioError(
+            "launcher: this studio has no Ray cluster (set SRPO_RAY_ADDRESS); use launcher local"
+        )
+    checked["num_workers"] = processes  # one number of training processes, for both launchers
     label = (name or f"{checked['method']} on {checked['model']}").strip()[:200]
     if not label:
         raise StudioError("name: must not be blank")
@@ -230,10 +237,50 @@ def lease_status(session: Session, lease: Lease) -> LeaseStatus:
     return LeaseStatus.CANCEL_REQUESTED if row.cancel_requested else LeaseStatus.HELD
 
 
-def record_run_process(session: Session, lease: Lease, pid: int, log_path: str) -> None:
+def record_run_process(session: Session, lease: Lease, pid: int | None, log_path: str) -> None:
     """Note the process and log file of the lease's run."""
     session.execute(
         update(JobRun).where(JobRun.lease_token == lease.token).values(pid=pid, log_path=log_path)
+    )
+
+
+def record_run_nodes(session: Session, lease: Lease, nodes: list[dict[str, Any]]) -> None:
+    """Note where each rank of the lease's run runs (``rank``, ``node``, ``host``, ``pid``)."""
+    session.execute(update(JobRun).where(JobRun.lease_token == lease.token).values(nodes=nodes))
+
+
+def unclaim(session: Session, lease: Lease, error: str) -> bool:
+    """Give back a claim whose run never started (its cluster refused it): the job is queued
+    again as it was, the attempt not counted, and ``error`` says why. False if not held."""
+    now = utcnow()
+    done = session.execute(
+        update(Job)
+        .where(*_held(lease))
+        .values(
+            state=JobState.QUEUED,
+            attempts=Job.attempts - 1,
+            started_at=case((Job.attempts == 1, None), else_=Job.started_at),
+            lease_token=None,
+            lease_expires_at=None,
+            worker=None,
+            dispatched_at=None,
+            dispatch_error=error[:MAX_ERROR],
+            updated_at=now,
+        )
+    )
+    if done.rowcount != 1:
+        return False
+    session.execute(delete(JobRun).where(JobRun.lease_token == lease.token))
+    return True
+
+
+def mark_launch_failed(session: Session, job_id: int, error: str) -> None:
+    """A queued job's cluster is unreachable: say so in its row; it stays queued and the
+    maintenance loop sends it again."""
+    session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.state == JobState.QUEUED)
+        .values(dispatched_at=None, dispatch_error=error[:MAX_ERROR], updated_at=utcnow())
     )
 
 

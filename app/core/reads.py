@@ -40,6 +40,9 @@ def job_row(session: Session, job: Job) -> dict[str, Any]:
         "error": job.error,
         "dispatch_error": job.dispatch_error,
         "cancel_requested": job.cancel_requested,
+        "launcher": job.config.get("launcher", "local"),
+        "num_workers": job.num_processes,
+        "nodes": job.runs[-1].nodes if job.runs else None,
         "created_at": job.created_at.isoformat(),
         "finished_at": job.finished_at.isoformat() if job.finished_at else None,
     }
