@@ -240,11 +240,11 @@ def test_cancel_stops_every_worker_on_every_node(studio, smoke_world) -> None:
     assert [r.outcome for r in runs(db, job_id)] == [RunOutcome.CANCELLED]
 
 
-@pytest.mark.xfail(
+# Skipped, not xfail: a failing run costs about 4 minutes of the suite's 15-minute budget.
+@pytest.mark.skip(
     reason="unfinished (issue 16): with lease_seconds=4 the lease expired while the Celery "
     "worker was still connecting to Ray (no heartbeat during RayRun.start), so the job was "
-    "requeued before step 2; needs heartbeats during start or a longer lease here",
-    strict=False,
+    "requeued before step 2; needs heartbeats during start or a longer lease here"
 )
 def test_celery_worker_killed_another_takes_the_job_over(studio, smoke_world, tmp_path) -> None:
     settings, db = studio
@@ -283,7 +283,7 @@ def test_celery_worker_killed_another_takes_the_job_over(studio, smoke_world, tm
     assert checkpoint_rows_have_files(db, settings, job_id) == list(range(2, 31, 2))
 
 
-@pytest.mark.xfail(reason="not yet run to the end (issue 16, unfinished)", strict=False)
+@pytest.mark.skip(reason="not yet run to the end (issue 16, unfinished)")
 def test_a_killed_raylet_resumes_from_the_checkpoint_to_the_same_weights(
     studio, smoke_world, cluster, uninterrupted
 ) -> None:
