@@ -1,9 +1,13 @@
 """Reward Lab: how a text-conditioned reward and its SRP form score a set of images.
 
 The studio's Reward Lab calls these functions; they hold no state and know nothing of the
-web or the database. A preview encodes each distinct text once, embeds all images in one
-batched pass and gets the saliency of every image from one backward pass (images do not
-interact in the image tower, so the gradient of the summed reward is per-image).
+web or the database. Any reward works, in its SRP form (:func:`srpo.rewards.srp_form`): a
+dual encoder encodes each distinct text once and embeds all images in one batched pass; any
+other reward (a scorer with a head, a remote judge) scores every image under every text, and
+SRP is the score difference ``(1 + k) r(pos. p) - r(neg. p)``, which equals the embedding form
+for a dual encoder. The saliency of every image comes from one backward pass (images do not
+interact in the reward, so the gradient of the summed reward is per-image); a reward without
+gradients (``http``) has none.
 """
 
 from __future__ import annotations
@@ -22,8 +26,8 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from srpo.models.base import Generator
-from srpo.rewards.base import TextImageReward, check_pixels
-from srpo.rewards.srp import augment, srp_reward
+from srpo.rewards.base import Reward, check_pixels, is_differentiable, srp_form
+from srpo.rewards.srp import augment, difference_reward
 from srpo.sampling import sample_images
 
 MAX_IMAGES = 64
@@ -88,7 +92,9 @@ class LabPreview:
 
     ``pair_srp[i, j]`` is the SRP reward with ``positive[i]`` and ``negative[j]``; ``srp``
     is its mean over all pairs, which equals the SRP reward of the mean text embeddings.
-    ``saliency`` is the per-pixel L2 norm over channels of ``d srp / d pixels``.
+    ``saliency`` is the per-pixel L2 norm over channels of ``d srp / d pixels`` (None for a
+    reward without gradients). ``form`` is the SRP form used (``embedding`` or
+    ``difference``).
     """
 
     prompt: str
@@ -101,6 +107,7 @@ class LabPreview:
     pair_srp: torch.Tensor
     srp: torch.Tensor
     saliency: torch.Tensor | None
+    form: str = "embedding"
 
     @property
     def rank_plain(self) -> list[int]:
@@ -137,22 +144,31 @@ def ranking(scores: torch.Tensor) -> list[int]:
     return torch.argsort(scores, descending=True, stable=True).tolist()
 
 
-def _encode_texts(reward: TextImageReward, texts: Sequence[str]) -> torch.Tensor:
-    """Embeddings of ``texts`` in order, encoding each distinct text once."""
+def score_texts(reward: Reward, pixels: torch.Tensor, texts: Sequence[str]) -> torch.Tensor:
+    """Scores ``[T, N]`` of every image under every text, in the reward's SRP form: a dual
+    encoder embeds each distinct text and the images once; any other reward scores each
+    (text, image) pair, all in one call."""
     distinct = list(dict.fromkeys(texts))
-    embeddings = reward.encode_text(distinct)
-    index = {text: i for i, text in enumerate(distinct)}
-    return embeddings[[index[t] for t in texts]]
+    index = [distinct.index(t) for t in texts]
+    n = pixels.shape[0]
+    if srp_form(reward) == "embedding":
+        image = reward.encode_image(pixels)
+        text = reward.encode_text(distinct).to(image)
+        return (reward.scale * (text @ image.T))[index]
+    flat = reward.score(
+        pixels.repeat(len(distinct), 1, 1, 1), [t for t in distinct for _ in range(n)]
+    )
+    return flat.view(len(distinct), n).to(torch.float32)[index]
 
 
-def _prepare(reward: TextImageReward, pixels: torch.Tensor) -> torch.Tensor:
+def _prepare(reward: Reward, pixels: torch.Tensor) -> torch.Tensor:
     validate_pixels(pixels)
     device = getattr(reward, "device", pixels.device)
     return pixels.detach().to(device=device, dtype=torch.float32).clamp(0, 1)
 
 
 def preview(
-    reward: TextImageReward,
+    reward: Reward,
     pixels: torch.Tensor,
     prompt: str,
     positive: Sequence[str] | str,
@@ -176,15 +192,12 @@ def preview(
         raise ValueError(f"k must be a number in [0, 10], got {k!r}")
     pixels = _prepare(reward, pixels)
     texts = [prompt, *(augment(w, [prompt])[0] for w in (*positive, *negative))]
+    saliency = saliency and is_differentiable(reward)
     with torch.enable_grad():
         pixels.requires_grad_(saliency)
-        image = reward.encode_image(pixels)
-        text = _encode_texts(reward, texts).to(image)
-        scores = reward.scale * (text @ image.T)
-        text_pos, text_neg = text[1 : 1 + len(positive)], text[1 + len(positive) :]
-        pairs = srp_reward(
-            image[None, None], text_pos[:, None, None], text_neg[None, :, None], k, reward.scale
-        )
+        scores = score_texts(reward, pixels, texts)
+        pos, neg = scores[1 : 1 + len(positive)], scores[1 + len(positive) :]
+        pairs = difference_reward(pos[:, None], neg[None, :], k)
         srp = pairs.mean(dim=(0, 1))
         grad = None
         if saliency:
@@ -200,6 +213,7 @@ def preview(
         pair_srp=pairs.detach().cpu(),
         srp=srp.detach().cpu(),
         saliency=None if grad is None else grad.norm(dim=1).cpu(),
+        form=srp_form(reward),
     )
 
 
@@ -234,7 +248,7 @@ class SweepResult:
 
 @torch.no_grad()
 def sensitivity_sweep(
-    reward: TextImageReward,
+    reward: Reward,
     pixels: torch.Tensor,
     prompt: str,
     words: Sequence[str],
@@ -254,9 +268,7 @@ def sensitivity_sweep(
     if not 0 <= relative <= 1 or not math.isfinite(absolute) or absolute < 0:
         raise ValueError("relative must lie in [0, 1] and absolute must be >= 0")
     pixels = _prepare(reward, pixels)
-    image = reward.encode_image(pixels)
-    text = _encode_texts(reward, [prompt, *(augment(w, [prompt])[0] for w in words)])
-    scores = reward.scale * (text.to(image) @ image.T)
+    scores = score_texts(reward, pixels, [prompt, *(augment(w, [prompt])[0] for w in words)])
     shifts = (scores[1:] - scores[:1]).cpu().double()
     mean, spread = shifts.mean(dim=1), shifts.std(dim=1, correction=0)
     effect = (mean**2 + spread**2).sqrt()
@@ -320,7 +332,7 @@ def sample_lab_images(
     return sample_images(generator, [prompt] * len(seeds), seeds, steps, shift)
 
 
-def reward_input_size(reward: TextImageReward) -> int:
+def reward_input_size(reward: Reward) -> int:
     """The square side the reward's image tower sees (its preprocessing size)."""
     size = getattr(getattr(reward, "preprocess", None), "size", None)
     if not isinstance(size, int):

@@ -315,3 +315,31 @@ def test_uploads_that_are_not_images_or_are_bombs_raise_clear_errors(tmp_path):
         lab.load_upload(big, 64, max_bytes=10)
     with pytest.raises(ValueError, match="at most 64"):
         lab.load_uploads([small] * 65, 64)
+
+
+class ScoreOnly(torch.nn.Module):
+    """A reward with only ``score`` (as a scorer with a head or a remote judge has): the lab
+    must preview SRP on it in the score-difference form."""
+
+    def __init__(self, inner, differentiable: bool = True) -> None:
+        super().__init__()
+        self.inner, self.name, self.differentiable = inner, "score-only", differentiable
+
+    def score(self, pixels, texts):
+        return self.inner.score(pixels, texts)
+
+
+def test_preview_scores_any_reward_with_the_score_difference_form(reward, pixels):
+    args = (pixels, "a red circle", ["photo", "render"], ["painting"], 0.3)
+    dual = lab.preview(reward, *args)
+    other = lab.preview(ScoreOnly(reward), *args)
+    assert (dual.form, other.form) == ("embedding", "difference")
+    # the two forms agree for a dual encoder, whose score is linear in the text embedding
+    assert torch.allclose(other.pair_srp, dual.pair_srp, atol=1e-4)
+    assert torch.allclose(other.plain, dual.plain, atol=1e-4)
+    assert torch.allclose(other.saliency, dual.saliency, atol=1e-3, rtol=1e-3)
+    remote = lab.preview(ScoreOnly(reward, differentiable=False), *args)
+    assert remote.saliency is None and torch.allclose(remote.srp, dual.srp, atol=1e-4)
+    sweep = lab.sensitivity_sweep(ScoreOnly(reward), pixels, "a red circle", ["photo", "cat"])
+    same = lab.sensitivity_sweep(reward, pixels, "a red circle", ["photo", "cat"])
+    assert [w.effect for w in sweep.words] == pytest.approx([w.effect for w in same.words])

@@ -13,9 +13,15 @@ from app.core.models import Checkpoint
 
 
 def diffusers_snippet(found: Checkpoint, config: dict[str, Any]) -> str:
-    """Python that loads the checkpoint's downloaded weights with diffusers."""
-    base = config.get("model_path") or "black-forest-labs/FLUX.1-dev"
-    if config.get("model") == "tiny":
+    """Python that loads the checkpoint's downloaded weights with diffusers, through the
+    backend's own pipeline and transformer classes."""
+    tiny = config.get("model", "tiny") == "tiny"
+    if not tiny:
+        from srpo.models.loader import diffusers_classes
+
+        classes = diffusers_classes(config["model"], config.get("model_path"))
+        pipeline, base = classes["pipeline"], classes["model"]
+    if tiny:
         load = (
             "from srpo.models import load_generator\n\n"
             "# the tiny world ships its base generator with srpo\n"
@@ -24,14 +30,14 @@ def diffusers_snippet(found: Checkpoint, config: dict[str, Any]) -> str:
         )
     else:
         load = (
-            "import torch\nfrom diffusers import FluxPipeline\n\n"
-            f'pipe = FluxPipeline.from_pretrained("{base}", torch_dtype=torch.bfloat16)\n'
+            f"import torch\nfrom diffusers import {pipeline}\n\n"
+            f'pipe = {pipeline}.from_pretrained("{base}", torch_dtype=torch.bfloat16)\n'
             "transformer = pipe.transformer\n"
         )
     if found.format == "lora":
         weights = found.weights_file
         lora = _lora_settings(config)
-        if config.get("model") == "tiny":
+        if tiny:
             apply = (
                 "from peft import LoraConfig, set_peft_model_state_dict\n"
                 "from safetensors.torch import load_file\n\n"
@@ -49,13 +55,14 @@ def diffusers_snippet(found: Checkpoint, config: dict[str, Any]) -> str:
                 f'pipe.load_lora_weights(".", weight_name="{weights}")\n'
             )
     else:
+        transformer = "FluxTransformer2DModel" if tiny else classes["transformer"]
         apply = (
-            "from diffusers import FluxTransformer2DModel\n\n"
+            f"from diffusers import {transformer}\n\n"
             "# the download is transformer/diffusion_pytorch_model.safetensors; keep its\n"
             "# config.json beside it (from the checkpoint's files) in a folder 'transformer'\n"
-            'transformer = FluxTransformer2DModel.from_pretrained("transformer")\n'
+            f'transformer = {transformer}.from_pretrained("transformer")\n'
         )
-        if config.get("model") == "tiny":
+        if tiny:
             apply += "generator.transformer = transformer\n"
         else:
             apply += "pipe.transformer = transformer\n"

@@ -125,6 +125,7 @@ def load_generator(
     embedding (FLUX.1-dev, FLUX.2-dev); ``cfg_scale`` (true CFG, standard form) to all.
     """
     key = backend(name).name
+    check_model_source(key, path)
     if key == "tiny":
         from srpo.models.tiny import load_tiny_generator
         from srpo.tiny_world.weights import WEIGHTS_DIR
@@ -157,6 +158,43 @@ def sampling_defaults(name: str, path: str | None = None) -> dict[str, float]:
 
         return flux2_variant(path).sampling
     return dict(backend(name).sampling)
+
+
+def diffusers_classes(name: str, path: str | None = None) -> dict[str, str]:
+    """The diffusers pipeline and transformer classes of a backend and its model id (the
+    folder's FLUX.2 variant decides between ``Flux2Pipeline`` and ``Flux2KleinPipeline``)."""
+    from srpo.models.full_size import FULL_SIZE
+
+    spec = backend(name)
+    if spec.name == "tiny":
+        raise ValueError("the tiny world is not a diffusers pipeline")
+    pipeline = spec.pipeline
+    if spec.name == "flux2" and path:
+        from srpo.models.flux2 import flux2_variant
+
+        pipeline = flux2_variant(path).pipeline
+    return {
+        "pipeline": pipeline,
+        "transformer": FULL_SIZE[spec.name].cls,
+        "model": path or str(spec.hub_id),
+    }
+
+
+def check_model_source(name: str, path: str | None) -> None:
+    """Refuse, with one clear line, a local model folder that is missing or is not in
+    diffusers layout (a hub id, with no path separator, is left to the hub)."""
+    if path is None or name.lower() == "tiny":
+        return
+    folder = Path(path).expanduser()
+    local = folder.is_absolute() or path.startswith((".", "~")) or path.count("/") != 1
+    if not local and not folder.exists():
+        return
+    if not folder.is_dir():
+        raise ValueError(f"model folder {path} does not exist")
+    if not (folder / "transformer" / "config.json").is_file():
+        raise ValueError(
+            f"model folder {path} is not in diffusers layout (no transformer/config.json)"
+        )
 
 
 def describe_models() -> list[dict[str, object]]:
