@@ -17,7 +17,7 @@ from diffusers import (
 
 from app.web.cards import diffusers_snippet
 from srpo.models import load_generator
-from srpo.models.small import small_generator
+from srpo.models.small import SMALL_FLUX2_LAYERS, small_generator
 
 
 def pipeline_of(name: str, generator):
@@ -33,27 +33,24 @@ def pipeline_of(name: str, generator):
     return Flux2KleinPipeline(**parts, text_encoder=enc.text_encoder, tokenizer=enc.tokenizer)
 
 
-# Known bug (issue 15, open): the folder round trip fails for SD3 and FLUX.2 klein; SD3's prompt
-# embeddings change length (272 tokens against 40): the loader does not yet restore the
-# small encoders' sequence lengths from the saved folder.
-ROUND_TRIP_BUG = pytest.mark.xfail(strict=True, reason="folder round trip (issue 15, open)")
+# The small configs' prompt lengths (the released models' defaults: 256 for SD3, 512 otherwise).
+SEQUENCE = {"sd3": 24, "qwen-image": 64, "z-image": 48, "flux2": 32}
 
 
-@pytest.mark.parametrize(
-    "name",
-    [
-        pytest.param("sd3", marks=ROUND_TRIP_BUG),
-        "qwen-image",
-        "z-image",
-        pytest.param("flux2", marks=ROUND_TRIP_BUG),
-    ],
-)
+@pytest.mark.parametrize("name", list(SEQUENCE))
 def test_a_saved_folder_loads_through_the_loader(name, tmp_path):
     options = {"variant": "klein"} if name == "flux2" else {}
     original = small_generator(name, **options)
+    extra = {"text_layers": SMALL_FLUX2_LAYERS} if name == "flux2" else {}
     pipeline_of(name, original).save_pretrained(tmp_path / "model")
     loaded = load_generator(
-        name, str(tmp_path / "model"), precision="fp32", resolution=32, cache_dir=tmp_path / "c"
+        name,
+        str(tmp_path / "model"),
+        precision="fp32",
+        resolution=32,
+        cache_dir=tmp_path / "c",
+        max_sequence_length=SEQUENCE[name],
+        **extra,
     )
     assert type(loaded) is type(original)
     prompts = ["a red circle", "a blue square"]

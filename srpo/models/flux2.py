@@ -105,7 +105,11 @@ class Flux2DevTextEncoder:
 
     @classmethod
     def from_pretrained(
-        cls, source: str | Path, dtype: torch.dtype = torch.bfloat16, max_sequence_length: int = 512
+        cls,
+        source: str | Path,
+        dtype: torch.dtype = torch.bfloat16,
+        max_sequence_length: int = 512,
+        layers: Sequence[int] = DEV_LAYERS,
     ) -> Flux2DevTextEncoder:
         from transformers import AutoProcessor, Mistral3ForConditionalGeneration
 
@@ -116,6 +120,7 @@ class Flux2DevTextEncoder:
                 source, subfolder="text_encoder", torch_dtype=dtype
             ),
             max_sequence_length,
+            layers,
         )
 
     @torch.no_grad()
@@ -161,7 +166,11 @@ class Flux2KleinTextEncoder:
 
     @classmethod
     def from_pretrained(
-        cls, source: str | Path, dtype: torch.dtype = torch.bfloat16, max_sequence_length: int = 512
+        cls,
+        source: str | Path,
+        dtype: torch.dtype = torch.bfloat16,
+        max_sequence_length: int = 512,
+        layers: Sequence[int] = KLEIN_LAYERS,
     ) -> Flux2KleinTextEncoder:
         from transformers import AutoTokenizer, Qwen3ForCausalLM
 
@@ -170,6 +179,7 @@ class Flux2KleinTextEncoder:
             AutoTokenizer.from_pretrained(source, subfolder="tokenizer"),
             Qwen3ForCausalLM.from_pretrained(source, subfolder="text_encoder", torch_dtype=dtype),
             max_sequence_length,
+            layers,
         )
 
     @torch.no_grad()
@@ -315,9 +325,11 @@ class Flux2Generator(FlowGenerator):
         cache_dir: str | Path | None = None,
         max_sequence_length: int = 512,
         cfg_scale: float | None = None,
+        text_layers: Sequence[int] | None = None,
     ) -> Flux2Generator:
         """Load a FLUX.2 dev or klein folder or hub id (:func:`flux2_variant`) in the policy's
-        frozen dtype; prompt embeddings are cached. ``cfg_scale`` defaults to the pipeline's."""
+        frozen dtype; prompt embeddings are cached. ``cfg_scale`` defaults to the pipeline's;
+        ``text_layers`` (the pipelines' ``text_encoder_out_layers``) to the variant's."""
         from srpo.models.flux import DEFAULT_CACHE
         from srpo.models.prompt_cache import CachedPromptEncoder
 
@@ -329,10 +341,11 @@ class Flux2Generator(FlowGenerator):
         )
         vae = AutoencoderKLFlux2.from_pretrained(source, subfolder="vae", torch_dtype=dtype)
         text = Flux2KleinTextEncoder if variant.klein else Flux2DevTextEncoder
+        layers = tuple(text_layers or (KLEIN_LAYERS if variant.klein else DEV_LAYERS))
         encoder = CachedPromptEncoder(
-            lambda: text.from_pretrained(source, dtype, max_sequence_length),
+            lambda: text.from_pretrained(source, dtype, max_sequence_length, layers),
             cache_dir or DEFAULT_CACHE,
-            namespace=f"flux2:{source}:{max_sequence_length}:{dtype}",
+            namespace=f"flux2:{source}:{max_sequence_length}:{layers}:{dtype}",
         )
         scale = variant.cfg_scale if cfg_scale is None else cfg_scale
         return cls(transformer, vae, encoder, resolution, guidance, scale, precision=policy)
