@@ -134,7 +134,9 @@ def test_bradley_terry_degenerate_cases_need_the_prior():
 
 def test_bootstrap_intervals_contain_the_truth_and_are_reproducible():
     votes = simulate(1500, seed=11)
-    intervals = st.bradley_terry_bootstrap(votes, anchor="base", prior=0.0, samples=300, seed=1)
+    fitted = st.bradley_terry_bootstrap(votes, anchor="base", prior=0.0, samples=300, seed=1)
+    intervals = fitted.scores
+    assert fitted.samples == 300 and fitted.comparisons == 1500
     point = st.bradley_terry(votes, anchor="base", prior=0.0)
     for model, truth in TRUE.items():
         entry = intervals[model]
@@ -144,16 +146,51 @@ def test_bootstrap_intervals_contain_the_truth_and_are_reproducible():
     assert intervals["base"].low == intervals["base"].high == 0.0
     assert 0.1 < intervals["step20"].high - intervals["step20"].low < 0.6
     again = st.bradley_terry_bootstrap(votes, anchor="base", prior=0.0, samples=300, seed=1)
-    assert again == intervals
+    assert again == fitted
     other = st.bradley_terry_bootstrap(votes, anchor="base", prior=0.0, samples=300, seed=2)
-    assert other != intervals
+    assert other.scores != intervals
     narrow = st.bradley_terry_bootstrap(
         votes, anchor="base", prior=0.0, samples=300, seed=1, confidence=0.5
-    )
+    ).scores
     assert (
         narrow["step20"].high - narrow["step20"].low
         < intervals["step20"].high - intervals["step20"].low
     )
+
+
+def test_bootstrap_differences_are_decided_when_their_interval_excludes_zero():
+    votes = simulate(1500, seed=11)
+    fitted = st.bradley_terry_bootstrap(votes, anchor="base", samples=2000, seed=3)
+    assert set(fitted.differences) == {
+        (a, b) for i, a in enumerate(sorted(TRUE)) for b in sorted(TRUE)[i + 1 :]
+    }
+    far = fitted.differences[("base", "step20")]
+    assert far.decided and far.winner == "step20" and far.high < 0
+    # against the anchor, a difference is the other model's score with its sign flipped
+    assert far.low == pytest.approx(-fitted.scores["step20"].high)
+    close = st.bradley_terry_bootstrap(
+        [Comparison("x", "y", "a"), Comparison("x", "y", "b")] * 3, samples=500
+    )
+    assert not close.differences[("x", "y")].decided
+    assert close.differences[("x", "y")].winner is None
+
+
+def test_the_adaptive_bootstrap_draws_until_the_ends_are_stable_to_a_hundredth():
+    votes = simulate(400, seed=4)
+    first = st.bradley_terry_bootstrap(votes, anchor="base", seed=0)
+    second = st.bradley_terry_bootstrap(votes, anchor="base", seed=1)
+    target = st.BOOTSTRAP_TOLERANCE / (1.96 * math.sqrt(2))
+    for fitted in (first, second):
+        assert fitted.samples > st.BOOTSTRAP_START and fitted.precision <= target
+    # two seeds differ by at most 0.01 with 95 % chance per end; 0.02 is ~4 standard errors
+    # of the difference, and the seeds are fixed, so this does not flake
+    for model in TRUE:
+        for end in ("low", "high"):
+            a = getattr(first.scores[model], end)
+            b = getattr(second.scores[model], end)
+            assert abs(a - b) <= 2 * st.BOOTSTRAP_TOLERANCE
+    capped = st.bradley_terry_bootstrap(votes, anchor="base", seed=0, max_samples=500)
+    assert capped.samples == 500 and capped.precision > target
 
 
 def pair_votes(pair_id: str, outcomes: str) -> list[Comparison]:

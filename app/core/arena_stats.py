@@ -207,9 +207,10 @@ def _wins(m: int, pairs: np.ndarray, credit: np.ndarray, prior: float) -> np.nda
     return wins
 
 
-def _log_likelihood(theta: np.ndarray, wins: np.ndarray) -> float:
-    diff = theta[:, None] - theta[None, :]
-    return float(-(wins * np.logaddexp(0.0, -diff)).sum())
+def _log_likelihood(theta: np.ndarray, wins: np.ndarray) -> np.ndarray:
+    """Log-likelihood of each fit ``theta[S, m]`` under its wins ``[S, m, m]``."""
+    diff = theta[:, :, None] - theta[:, None, :]
+    return -(wins * np.logaddexp(0.0, -diff)).sum(axis=(1, 2))
 
 
 def _connected(edges: np.ndarray) -> bool:
@@ -224,36 +225,39 @@ def _connected(edges: np.ndarray) -> bool:
 
 
 def _fit(wins: np.ndarray, max_iter: int = 100) -> np.ndarray:
-    """Maximum-likelihood log-strengths by Newton's method, ``theta[0] = 0``."""
-    m = wins.shape[0]
-    theta = np.zeros(m)
+    """Maximum-likelihood log-strengths of each of ``S`` win matrices ``[S, m, m]`` at once,
+    by Newton's method with a backtracking step per fit; ``theta[:, 0] = 0``."""
+    count, m = wins.shape[0], wins.shape[1]
+    theta = np.zeros((count, m))
     if m == 1:
         return theta
-    games = wins + wins.T
-    if not _connected(games > 0):
-        raise ValueError(
-            "the comparisons do not connect all models: scores are not identifiable "
-            "(add comparisons or use prior > 0)"
-        )
+    games = wins + wins.transpose(0, 2, 1)
     current = _log_likelihood(theta, wins)
     for _ in range(max_iter):
-        p = 1.0 / (1.0 + np.exp(-(theta[:, None] - theta[None, :])))
-        grad = wins.sum(1) - (games * p).sum(1)
+        p = 1.0 / (1.0 + np.exp(-(theta[:, :, None] - theta[:, None, :])))
+        grad = wins.sum(2) - (games * p).sum(2)
         curvature = games * p * (1 - p)
-        hessian = curvature - np.diag(curvature.sum(1))
-        step = np.linalg.solve(hessian[1:, 1:], -grad[1:])
-        size = 1.0
-        while size > 1e-8:
+        hessian = curvature - np.eye(m) * curvature.sum(2)[:, :, None]
+        try:
+            step = np.linalg.solve(hessian[:, 1:, 1:], -grad[:, 1:, None])[..., 0]
+        except np.linalg.LinAlgError:
+            raise ValueError(
+                "the comparisons do not connect all models: scores are not identifiable "
+                "(add comparisons or use prior > 0)"
+            ) from None
+        size = np.ones(count)
+        for _ in range(40):
             trial = theta.copy()
-            trial[1:] += size * step
+            trial[:, 1:] += size[:, None] * step
             value = _log_likelihood(trial, wins)
-            if value >= current - 1e-12:
+            worse = value < current - 1e-12
+            if not worse.any():
                 break
-            size /= 2
+            size = np.where(worse, size / 2, size)
         theta, current = trial, value
-        if np.abs(size * step).max() < 1e-10:
+        if np.abs(size[:, None] * step).max() < 1e-10:
             break
-    if np.abs(theta).max() > 30:
+    if not np.isfinite(theta).all() or np.abs(theta).max() > 30:
         raise ValueError(
             "a model won or lost every comparison: its score is unbounded (use prior > 0)"
         )
@@ -273,6 +277,17 @@ def _check_bt(models: list[str], anchor: str | None, prior: float) -> None:
         raise ValueError(f"prior must be >= 0, got {prior}")
 
 
+def _point(models: list[str], pairs: np.ndarray, credit: np.ndarray, prior: float) -> np.ndarray:
+    """The fit on all comparisons (unanchored), refusing a disconnected plain fit."""
+    wins = _wins(len(models), pairs, credit, prior)
+    if len(models) > 1 and not _connected((wins + wins.T) > 0):
+        raise ValueError(
+            "the comparisons do not connect all models: scores are not identifiable "
+            "(add comparisons or use prior > 0)"
+        )
+    return _fit(wins[None])[0]
+
+
 def bradley_terry(
     comparisons: Sequence[Comparison], anchor: str | None = None, prior: float = BT_PRIOR
 ) -> dict[str, float]:
@@ -286,7 +301,7 @@ def bradley_terry(
     """
     models, pairs, credit = _design(comparisons)
     _check_bt(models, anchor, prior)
-    theta = _anchored(_fit(_wins(len(models), pairs, credit, prior)), models, anchor)
+    theta = _anchored(_point(models, pairs, credit, prior), models, anchor)
     return dict(zip(models, theta.tolist(), strict=True))
 
 
@@ -300,37 +315,153 @@ class BTScore:
     high: float
 
 
+@dataclass(frozen=True)
+class Difference:
+    """``score(a) - score(b)`` with its bootstrap percentile interval; decided when the
+    interval excludes 0 (then ``winner`` is the better model)."""
+
+    a: str
+    b: str
+    score: float
+    low: float
+    high: float
+
+    @property
+    def decided(self) -> bool:
+        """Whether the interval excludes 0."""
+        return self.low > 0 or self.high < 0
+
+    @property
+    def winner(self) -> str | None:
+        """The better model once decided."""
+        if not self.decided:
+            return None
+        return self.a if self.low > 0 else self.b
+
+
+@dataclass(frozen=True)
+class Bootstrap:
+    """Bradley-Terry scores and every pairwise difference with bootstrap intervals.
+
+    ``samples`` resamples were drawn; ``precision`` is the estimated Monte Carlo standard
+    error of the least stable interval end (0 when every end is exact).
+    """
+
+    scores: dict[str, BTScore]
+    differences: dict[tuple[str, str], Difference]
+    samples: int
+    precision: float
+    comparisons: int
+
+
+# Two runs with different seeds give interval ends within TOLERANCE of each other (95 %):
+# the standard error of one end must stay under TOLERANCE / (1.96 * sqrt 2).
+BOOTSTRAP_TOLERANCE = 0.01
+BOOTSTRAP_START = 4000
+BOOTSTRAP_MAX = 400_000
+_CHUNK = 25_000
+
+
+def _resample_fits(
+    rng: np.random.Generator,
+    m: int,
+    cells: np.ndarray,
+    basis: np.ndarray,
+    prior: float,
+    count: int,
+) -> np.ndarray:
+    """``count`` fits, each on ``n`` comparisons drawn with replacement.
+
+    Drawing ``n`` of ``n`` comparisons with replacement counts each distinct (pair, outcome)
+    cell multinomially, so a resample is a draw of cell counts; ``basis[k]`` is the win matrix
+    of one comparison of cell ``k``.
+    """
+    n = int(cells.sum())
+    fits = []
+    for start in range(0, count, _CHUNK):
+        size = min(_CHUNK, count - start)
+        counts = rng.multinomial(n, cells / n, size=size)
+        # few votes repeat the same resample often: fit each distinct one once
+        distinct, inverse = np.unique(counts, axis=0, return_inverse=True)
+        wins = (distinct.astype(np.float64) @ basis).reshape(len(distinct), m, m) + prior / 2
+        wins[:, np.arange(m), np.arange(m)] = 0.0
+        fits.append(_fit(wins)[inverse.reshape(-1)])
+    return np.concatenate(fits)
+
+
+def _ends(values: np.ndarray, confidence: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Percentile interval ends of each column and the Monte Carlo standard error of each
+    end, from the distribution-free confidence interval of a quantile (order statistics)."""
+    count = values.shape[0]
+    ordered = np.sort(values, axis=0)
+    low, high = np.quantile(ordered, [(1 - confidence) / 2, (1 + confidence) / 2], axis=0)
+    errors = []
+    for q in ((1 - confidence) / 2, (1 + confidence) / 2):
+        spread = 1.96 * math.sqrt(count * q * (1 - q))
+        below = ordered[max(0, math.floor(count * q - spread))]
+        above = ordered[min(count - 1, math.ceil(count * q + spread))]
+        errors.append((above - below) / (2 * 1.96))
+    return low, high, np.maximum(errors[0], errors[1])
+
+
 def bradley_terry_bootstrap(
     comparisons: Sequence[Comparison],
     anchor: str | None = None,
     prior: float = BT_PRIOR,
-    samples: int = 1000,
+    samples: int | None = None,
     confidence: float = 0.95,
     seed: int = 0,
-) -> dict[str, BTScore]:
-    """Bradley-Terry scores with percentile intervals from resampling the comparisons.
+    tolerance: float = BOOTSTRAP_TOLERANCE,
+    max_samples: int = BOOTSTRAP_MAX,
+) -> Bootstrap:
+    """Bradley-Terry scores and pairwise differences with percentile intervals from
+    resampling the comparisons.
 
-    Each of ``samples`` resamples draws ``len(comparisons)`` comparisons with replacement
-    (numpy generator seeded by ``seed``: the same inputs and seed give the same intervals)
-    and refits under the same anchor and prior.
+    Each resample draws ``len(comparisons)`` comparisons with replacement (numpy generator
+    seeded by ``seed``: the same inputs and seed give the same intervals) and refits under
+    the same anchor and prior. With ``samples=None`` the count grows (from
+    :data:`BOOTSTRAP_START`, at most ``max_samples``) until every interval end, scores and
+    differences alike, is estimated to move less than ``tolerance`` between two seeds.
     """
-    if samples < 1 or not 0 < confidence < 1:
+    if (samples is not None and samples < 1) or not 0 < confidence < 1:
         raise ValueError("samples must be >= 1 and confidence in (0, 1)")
+    if tolerance <= 0 or max_samples < 1:
+        raise ValueError("tolerance and max_samples must be positive")
     models, pairs, credit = _design(comparisons)
     _check_bt(models, anchor, prior)
     m = len(models)
-    point = _anchored(_fit(_wins(m, pairs, credit, prior)), models, anchor)
+    point = _anchored(_point(models, pairs, credit, prior), models, anchor)
+    keys, cells = np.unique(np.column_stack([pairs, credit]), axis=0, return_counts=True)
+    basis = np.zeros((len(keys), m * m))
+    for k, (i, j, c) in enumerate(keys):
+        basis[k, int(i) * m + int(j)] += c
+        basis[k, int(j) * m + int(i)] += 1 - c
     rng = np.random.default_rng(seed)
-    draws = np.empty((samples, m))
-    for s in range(samples):
-        chosen = rng.integers(0, len(credit), len(credit))
-        draws[s] = _fit(_wins(m, pairs[chosen], credit[chosen], prior))
-    draws = _anchored(draws, models, anchor)
-    low, high = np.quantile(draws, [(1 - confidence) / 2, (1 + confidence) / 2], axis=0)
-    return {
+    upper, lower = np.triu_indices(m, 1)
+    target = tolerance / (1.96 * math.sqrt(2))
+    draws = np.empty((0, m))
+    wanted = samples or min(BOOTSTRAP_START, max_samples)
+    while True:
+        more = _resample_fits(rng, m, cells.astype(np.float64), basis, prior, wanted - len(draws))
+        draws = np.concatenate([draws, _anchored(more, models, anchor)])
+        values = np.concatenate([draws, draws[:, upper] - draws[:, lower]], axis=1)
+        low, high, error = _ends(values, confidence)
+        precision = float(error.max())
+        if samples is not None or precision <= target or len(draws) >= max_samples:
+            break
+        needed = len(draws) * (precision / target) ** 2 * 1.1
+        wanted = int(min(max_samples, max(needed, 1.5 * len(draws))))
+    scores = {
         model: BTScore(model, float(point[i]), float(low[i]), float(high[i]))
         for i, model in enumerate(models)
     }
+    differences = {}
+    for k, (i, j) in enumerate(zip(upper.tolist(), lower.tolist(), strict=True)):
+        a, b = models[i], models[j]
+        differences[(a, b)] = Difference(
+            a, b, float(point[i] - point[j]), float(low[m + k]), float(high[m + k])
+        )
+    return Bootstrap(scores, differences, len(draws), precision, len(comparisons))
 
 
 @dataclass(frozen=True)
@@ -415,7 +546,7 @@ def preference_rows(comparisons: Iterable[Comparison]) -> list[dict[str, str]]:
     return rows
 
 
-def to_jsonl(rows: Iterable[Mapping[str, str]]) -> str:
+def to_jsonl(rows: Iterable[Mapping[str, object]]) -> str:
     """JSON Lines, one object per row, text kept verbatim (UTF-8, no ASCII escaping)."""
     return "".join(json.dumps(dict(row), ensure_ascii=False) + "\n" for row in rows)
 
@@ -425,13 +556,13 @@ def _csv_safe(value: str) -> str:
     return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
 
 
-def to_csv(rows: Iterable[Mapping[str, str]]) -> str:
-    """CSV with a header of :data:`PREFERENCE_FIELDS`; formula-like cells get a ``'`` prefix."""
+def to_csv(rows: Iterable[Mapping[str, object]], fields: Sequence[str] = PREFERENCE_FIELDS) -> str:
+    """CSV with a header of ``fields``; formula-like cells get a ``'`` prefix, None is empty."""
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=PREFERENCE_FIELDS, lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=list(fields), lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: _csv_safe(str(row[k])) for k in PREFERENCE_FIELDS})
+        writer.writerow({k: _csv_safe("" if row[k] is None else str(row[k])) for k in fields})
     return buffer.getvalue()
 
 

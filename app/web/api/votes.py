@@ -3,25 +3,25 @@ pair, its images (never its model names), and one vote per pair and criterion.""
 
 from __future__ import annotations
 
+import io
 from typing import Any, Literal
 
 from fastapi import APIRouter
-from fastapi.responses import FileResponse
-from pydantic import BaseModel
+from fastapi.responses import Response
+from pydantic import BaseModel, Field
 from sqlalchemy import select
 
-from app.core import arena, arena_results
+from app.core import arena, arena_next
 from app.core.errors import NotFound
-from app.core.models import Campaign, CampaignState, Choice, Comparison, SampleImage, User
-from app.core.storage import resolve
-from app.web.api.deps import Rater, State
+from app.core.models import Campaign, CampaignState, Choice, Comparison
+from app.web.api.deps import Id, Rater, State
 
 router = APIRouter(tags=["votes"])
 
 
 class VoteIn(BaseModel):
-    comparison_id: int
-    criterion: str
+    comparison_id: int = Field(ge=1, le=2**63 - 1, strict=True)
+    criterion: str = Field(max_length=32)
     choice: Literal["left", "right", "tie", "both_bad", "skip"]
 
 
@@ -35,14 +35,21 @@ def open_campaigns(_: Rater, state: State) -> list[dict[str, Any]]:
 
 
 @router.get("/rate/campaigns/{campaign_id}/next", summary="a blind pair you have not judged")
-def next_pair(campaign_id: int, criterion: str, who: Rater, state: State) -> dict[str, Any]:
+def next_pair(campaign_id: Id, criterion: str, who: Rater, state: State) -> dict[str, Any]:
     with state.db.session() as session:
-        arena_results.campaign(session, campaign_id)
-        pair = arena.next_pair(session, campaign_id, session.get(User, who.id), criterion)
+        found = arena_next.next_pair(session, campaign_id, who.id, criterion)
+        pair = found.pair
         if pair is None:
-            return {"done": True}
+            return {
+                "done": True,
+                "reason": found.reason,
+                "judged": found.judged,
+                "total": found.total,
+            }
         return {
             "done": False,
+            "judged": found.judged,
+            "total": found.total,
             "comparison_id": pair.id,
             "prompt": pair.prompt,
             "criterion": criterion,
@@ -53,17 +60,16 @@ def next_pair(campaign_id: int, criterion: str, who: Rater, state: State) -> dic
 
 @router.get("/rate/pairs/{comparison_id}/{side}", summary="one side's image of a blind pair")
 def pair_image(
-    comparison_id: int, side: Literal["left", "right"], _: Rater, state: State
-) -> FileResponse:
+    comparison_id: Id, side: Literal["left", "right"], _: Rater, state: State
+) -> Response:
     with state.db.session() as session:
         pair = session.get(Comparison, comparison_id)
         if pair is None:
             raise NotFound(f"pair {comparison_id} not found")
-        image = session.get(
-            SampleImage, pair.left_image_id if side == "left" else pair.right_image_id
-        )
-        path = resolve(state.settings.storage, image.path)
-    return FileResponse(path, media_type="image/png", headers={"Cache-Control": "private"})
+        picture = arena.side_image(session, state.settings.storage, pair, side)
+    out = io.BytesIO()
+    picture.save(out, format="PNG")
+    return Response(out.getvalue(), media_type="image/png", headers={"Cache-Control": "private"})
 
 
 @router.post("/votes", status_code=201, summary="one vote (a second on the same pair is refused)")

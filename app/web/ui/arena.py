@@ -14,10 +14,9 @@ import pandas as pd
 from PIL import Image
 from sqlalchemy import select
 
-from app.core import arena, arena_results, dispatch
+from app.core import arena, arena_next, arena_results, dispatch
 from app.core.errors import StudioError
-from app.core.models import Campaign, CampaignState, Role, SampleImage, User
-from app.core.storage import resolve
+from app.core.models import Campaign, CampaignState, Comparison, Role, User
 from app.web.context import Studio
 from app.web.ui.common import Refresh, bind, caller, friendly, ident, lines, text
 from app.web.ui.lab import model_choices
@@ -55,34 +54,34 @@ def campaign_table(studio: Studio) -> pd.DataFrame:
         )
 
 
-def _image(studio: Studio, session, image_id: int) -> Image.Image:
-    """An arena image as pixels (so its file name, which names the model, never reaches the page)."""
-    row = session.get(SampleImage, image_id)
-    with Image.open(resolve(studio.settings.storage, row.path)) as picture:
-        rgb = picture.convert("RGB")
+def _image(studio: Studio, session, pair: Comparison, side: str) -> Image.Image:
+    """One side of a blind pair as pixels (so its file name, which names the model, never
+    reaches the page); a gold pair's degraded side is degraded here."""
+    rgb = arena.side_image(session, studio.settings.storage, pair, side)
     return rgb.resize((rgb.width * 4, rgb.height * 4), Image.NEAREST)
 
 
 @friendly
 def next_pair(studio: Studio, role: Role, campaign_id, chosen, request: gr.Request):
-    """A blind pair of the campaign the caller has not judged on ``chosen`` yet."""
+    """A blind pair of the campaign the caller has not judged on ``chosen`` yet, with how many
+    of the campaign's pairs they have judged ("n of N"), or why there is nothing to rate."""
     who = caller(studio, request, role)
     if campaign_id is None:
         raise StudioError("choose a campaign open for votes")
     with studio.db.session() as session:
-        found = arena_results.campaign(session, ident(campaign_id, "campaign"))
-        if chosen not in found.criteria:
-            raise StudioError(f"criterion: this campaign asks about {', '.join(found.criteria)}")
-        pair = arena.next_pair(session, found.id, session.get(User, who.id), chosen)
-        if pair is None:
-            done = f"You have judged every pair of “{text(found.name)}” for {text(chosen)}."
-            return None, "", None, None, done
+        found = arena_next.next_pair(session, ident(campaign_id, "campaign"), who.id, chosen)
+        if found.pair is None:
+            reason = found.reason or "nothing to rate"
+            done = f"{reason[0].upper()}{reason[1:]}. Nothing to rate here now."
+            return None, "", None, None, f"{done} ({found.judged} of {found.total} judged)"
+        pair = found.pair
         return (
             pair.id,
             pair.prompt,
-            _image(studio, session, pair.left_image_id),
-            _image(studio, session, pair.right_image_id),
-            f"Which image is better for **{text(chosen)}**?",
+            _image(studio, session, pair, "left"),
+            _image(studio, session, pair, "right"),
+            f"Which image is better for **{text(chosen)}**? · pair {found.judged + 1} of "
+            f"{found.total}",
         )
 
 
@@ -170,7 +169,9 @@ def export(studio: Studio, fmt: str, campaign_id, request: gr.Request):
     if campaign_id is None:
         raise StudioError("choose a campaign")
     with studio.db.session() as session:
-        data = arena_results.export(session, ident(campaign_id, "campaign"), fmt)
+        data = arena_results.export(
+            session, ident(campaign_id, "campaign"), fmt, view="preferences"
+        )
     folder = Path(tempfile.mkdtemp(prefix="srpo-export-"))
     path = folder / f"campaign-{ident(campaign_id, 'campaign')}-preferences.{fmt}"
     path.write_text(data, encoding="utf-8")
