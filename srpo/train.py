@@ -198,7 +198,9 @@ def train(
 
     update = make_update(UpdateInputs(config, generator, reward, pool, optimizer_step))
     manifest = {
-        "config": config.model_dump(mode="json"),
+        # The processes this run really had, as the studio records before queueing, so a run
+        # from `srpo train` and the same job from the studio store the same config.
+        "config": config.model_dump(mode="json") | {"num_workers": accelerator.num_processes},
         "code_version": __version__,
         "reward": config.reward,
         "control_words": {"positive": config.positive_words, "negative": config.negative_words},
