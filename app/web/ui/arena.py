@@ -159,7 +159,10 @@ def show_results(studio: Studio, campaign_id, chosen, request: gr.Request):
         f"**{text(found['campaign'])}** · {text(found['criterion'])} · {found['votes']} "
         f"counted votes · human-reward agreement: {agree}"
     )
-    return text_summary, pd.DataFrame(found["win_rates"]), pd.DataFrame(found["bradley_terry"])
+    # the tables keep the columns their headers name (labels are not shown here yet)
+    rates = pd.DataFrame(found["win_rates"]).drop(columns="label", errors="ignore")
+    scores = pd.DataFrame(found["bradley_terry"]).drop(columns="label", errors="ignore")
+    return text_summary, rates, scores
 
 
 @friendly
