@@ -175,6 +175,18 @@ def test_bootstrap_differences_are_decided_when_their_interval_excludes_zero():
     assert close.differences[("x", "y")].winner is None
 
 
+def test_one_vote_does_not_decide_a_comparison():
+    # A bootstrap of one vote has a zero-width interval away from 0; the browser test caught
+    # the arena telling raters "every comparison is decided" after a single vote.
+    one = st.bradley_terry_bootstrap([Comparison("base", "tuned", "b")], anchor="base", seed=1)
+    assert one.differences[("base", "tuned")].votes == 1
+    assert not one.differences[("base", "tuned")].decided
+    many = st.bradley_terry_bootstrap(
+        [Comparison("base", "tuned", "b")] * 40, anchor="base", samples=500, seed=1
+    )
+    assert many.differences[("base", "tuned")].decided
+
+
 def test_the_adaptive_bootstrap_draws_until_the_ends_are_stable_to_a_hundredth():
     votes = simulate(400, seed=4)
     first = st.bradley_terry_bootstrap(votes, anchor="base", seed=0)

@@ -325,11 +325,14 @@ class Difference:
     score: float
     low: float
     high: float
+    votes: int
 
     @property
     def decided(self) -> bool:
-        """Whether the interval excludes 0."""
-        return self.low > 0 or self.high < 0
+        """Whether the interval excludes 0 on at least :data:`MIN_DECIDING_VOTES` direct votes
+        (a percentile bootstrap of one or two votes has a zero-width interval, which would
+        "decide" a comparison on a single vote)."""
+        return self.votes >= MIN_DECIDING_VOTES and (self.low > 0 or self.high < 0)
 
     @property
     def winner(self) -> str | None:
@@ -358,6 +361,7 @@ class Bootstrap:
 # the standard error of one end must stay under TOLERANCE / (1.96 * sqrt 2).
 BOOTSTRAP_TOLERANCE = 0.01
 BOOTSTRAP_START = 4000
+MIN_DECIDING_VOTES = 5
 BOOTSTRAP_MAX = 400_000
 _CHUNK = 25_000
 
@@ -455,11 +459,19 @@ def bradley_terry_bootstrap(
         model: BTScore(model, float(point[i]), float(low[i]), float(high[i]))
         for i, model in enumerate(models)
     }
+    direct = np.zeros((m, m), dtype=int)
+    np.add.at(direct, (pairs[:, 0], pairs[:, 1]), 1)
+    direct += direct.T
     differences = {}
     for k, (i, j) in enumerate(zip(upper.tolist(), lower.tolist(), strict=True)):
         a, b = models[i], models[j]
         differences[(a, b)] = Difference(
-            a, b, float(point[i] - point[j]), float(low[m + k]), float(high[m + k])
+            a,
+            b,
+            float(point[i] - point[j]),
+            float(low[m + k]),
+            float(high[m + k]),
+            int(direct[i, j]),
         )
     return Bootstrap(scores, differences, len(draws), precision, len(comparisons))
 

@@ -17,6 +17,10 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+# Imported here, on the main thread when the studio starts: diffusers' lazy module is not
+# thread-safe, and a first import from two Gradio worker threads at once fails with
+# "cannot import name 'AutoencoderKL' from 'diffusers'".
+import srpo.models.tiny  # noqa: F401
 from app.core.errors import NotFound, StudioError
 from app.core.models import Checkpoint, Job
 from app.core.settings import Settings
