@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 from sqlalchemy import func, select
 
-from app.core import arena, arena_next, arena_results, jobs, outputs
+from app.core import arena, arena_next, arena_results, arena_scores, jobs, outputs
 from app.core.errors import Conflict, NotFound
 from app.core.model_refs import ModelCache
 from app.core.models import Campaign, Comparison, RewardPreset, Role, Vote
@@ -254,7 +254,7 @@ def mm_bradley_terry(rows: list[dict], anchor: str, prior: float = 1.0) -> dict[
 
 def test_the_raw_vote_export_reproduces_the_results_with_and_without_an_excluded_rater(world):
     settings, db = world.settings, world.db
-    scores = arena_results.PairScores(settings, ModelCache(settings))
+    scores = arena_scores.PairScores(settings, ModelCache(settings))
     preset = RewardPreset(name="warm", positive_words=["photo"], negative_words=["painting"], k=0.0)
     db.write(lambda s: s.add(preset))
     contrary = world.raters[3]

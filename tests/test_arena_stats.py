@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 
+from app.core import arena_agreement, arena_export
 from app.core import arena_stats as st
 from app.core.arena_stats import Comparison
 
@@ -226,16 +227,20 @@ def test_agreement_compares_the_reward_winner_with_the_majority_of_raters():
         "p4": {"base": 0.4, "ckpt": 0.4},  # reward tie: undecided
         "p5": {"base": 0.0, "ckpt": 1.0},  # raters ckpt (2 vs 1, tie abstains): agree
     }
-    result = st.human_reward_agreement(votes, scores)
+    result = arena_agreement.human_reward_agreement(votes, scores)
     assert (result.agree, result.decided, result.undecided) == (2, 3, 2)
     assert result.rate == pytest.approx(2 / 3)
     assert (result.low, result.high) == pytest.approx(st.wilson_interval(2, 3))
     with pytest.raises(ValueError, match="no reward scores"):
-        st.human_reward_agreement(votes, {k: v for k, v in scores.items() if k != "p2"})
+        arena_agreement.human_reward_agreement(
+            votes, {k: v for k, v in scores.items() if k != "p2"}
+        )
     with pytest.raises(ValueError, match="pair_id"):
-        st.human_reward_agreement([Comparison("x", "y", "a")], {})
+        arena_agreement.human_reward_agreement([Comparison("x", "y", "a")], {})
     with pytest.raises(ValueError, match="different models"):
-        st.human_reward_agreement([*votes, Comparison("x", "y", "a", pair_id="p1")], scores)
+        arena_agreement.human_reward_agreement(
+            [*votes, Comparison("x", "y", "a", pair_id="p1")], scores
+        )
 
 
 def arena_votes() -> list[Comparison]:
@@ -251,24 +256,24 @@ def arena_votes() -> list[Comparison]:
 
 
 def test_preference_rows_export_to_jsonl_and_csv(tmp_path):
-    rows = st.preference_rows(arena_votes())
+    rows = arena_export.preference_rows(arena_votes())
     assert [(r["prompt"], r["winner"], r["loser"]) for r in rows] == [
         ('a cat, "fluffy"', "c1.png", "b1.png"),
         ('=HYPERLINK("x")', "b3.png", "c3.png"),
     ]
     assert rows[0]["winner_model"] == "ckpt" and rows[1]["rater"] == ""
-    jsonl = st.to_jsonl(rows)
+    jsonl = arena_export.to_jsonl(rows)
     assert [json.loads(line) for line in jsonl.splitlines()] == rows
-    parsed = list(csv.DictReader(io.StringIO(st.to_csv(rows))))
-    assert tuple(parsed[0]) == st.PREFERENCE_FIELDS
+    parsed = list(csv.DictReader(io.StringIO(arena_export.to_csv(rows))))
+    assert tuple(parsed[0]) == arena_export.PREFERENCE_FIELDS
     assert parsed[0]["prompt"] == 'a cat, "fluffy"'
     assert parsed[1]["prompt"] == '\'=HYPERLINK("x")'
-    assert st.write_preference_dataset(arena_votes(), tmp_path / "prefs.jsonl") == 2
+    assert arena_export.write_preference_dataset(arena_votes(), tmp_path / "prefs.jsonl") == 2
     assert (tmp_path / "prefs.jsonl").read_text(encoding="utf-8") == jsonl
-    assert st.write_preference_dataset(arena_votes(), tmp_path / "prefs.csv") == 2
+    assert arena_export.write_preference_dataset(arena_votes(), tmp_path / "prefs.csv") == 2
     assert list(csv.DictReader((tmp_path / "prefs.csv").open(newline=""))) == parsed
     with pytest.raises(ValueError, match="format"):
-        st.write_preference_dataset(arena_votes(), tmp_path / "prefs.txt")
+        arena_export.write_preference_dataset(arena_votes(), tmp_path / "prefs.txt")
     with pytest.raises(ValueError, match="no image references"):
-        st.preference_rows([Comparison("x", "y", "a", pair_id="p9")])
+        arena_export.preference_rows([Comparison("x", "y", "a", pair_id="p9")])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["prefs.csv", "prefs.jsonl"]

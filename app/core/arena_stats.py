@@ -1,4 +1,4 @@
-"""Arena statistics as pure functions: win rates, Bradley-Terry, agreement, dataset export.
+"""Arena statistics as pure functions: win rates, Bradley-Terry and its bootstrap.
 
 A :class:`Comparison` is one rater's verdict on one blind pair, already mapped from screen
 sides to models. Statistics use the comparisons they are given: filter by criterion (or
@@ -12,16 +12,10 @@ campaign) first. Ties are explicit everywhere:
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import math
-import os
-import tempfile
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from statistics import NormalDist
 from typing import Literal
 
@@ -31,16 +25,6 @@ Outcome = Literal["a", "b", "tie"]
 TieRule = Literal["half", "exclude"]
 VOTE_CHOICES = ("left", "right", "tie", "both_bad", "skip")
 BT_PRIOR = 1.0
-PREFERENCE_FIELDS = (
-    "prompt",
-    "winner",
-    "loser",
-    "winner_model",
-    "loser_model",
-    "criterion",
-    "rater",
-    "pair_id",
-)
 
 
 @dataclass(frozen=True)
@@ -474,129 +458,3 @@ def bradley_terry_bootstrap(
             int(direct[i, j]),
         )
     return Bootstrap(scores, differences, len(draws), precision, len(comparisons))
-
-
-@dataclass(frozen=True)
-class Agreement:
-    """How often the reward's winner is the raters' majority winner, over decided pairs."""
-
-    agree: int
-    decided: int
-    undecided: int
-    rate: float
-    low: float
-    high: float
-
-
-def human_reward_agreement(
-    comparisons: Iterable[Comparison],
-    reward_scores: Mapping[str, Mapping[str, float]],
-    confidence: float = 0.95,
-) -> Agreement:
-    """Fraction of decided pairs where the reward and the raters' majority pick the same model.
-
-    Votes are grouped by ``pair_id``; the raters' winner is the model with more win votes
-    (tie votes abstain). ``reward_scores[pair_id]`` maps each of the pair's two models to its
-    image's reward; the higher one wins. A pair is decided when both the raters and the
-    reward have a strict winner; the others count as ``undecided``. The interval is Wilson's.
-    """
-    votes: dict[str, dict[str, int]] = {}
-    models: dict[str, frozenset[str]] = {}
-    for c in comparisons:
-        if c.pair_id is None:
-            raise ValueError("every comparison needs a pair_id to compute agreement")
-        pair = frozenset((c.model_a, c.model_b))
-        if models.setdefault(c.pair_id, pair) != pair:
-            raise ValueError(f"pair {c.pair_id!r} has votes on different models")
-        tally = votes.setdefault(c.pair_id, dict.fromkeys(pair, 0))
-        if c.winner is not None:
-            tally[c.winner] += 1
-    missing = sorted(set(votes) - set(reward_scores))
-    if missing:
-        raise ValueError(f"no reward scores for pair(s) {missing[:5]}")
-    agree = decided = 0
-    for pair_id, tally in votes.items():
-        scores = reward_scores[pair_id]
-        if set(scores) != set(tally):
-            raise ValueError(f"reward scores of pair {pair_id!r} must name models {sorted(tally)}")
-        (first, n_first), (second, n_second) = tally.items()
-        if n_first == n_second or scores[first] == scores[second]:
-            continue
-        decided += 1
-        human = first if n_first > n_second else second
-        agree += human == max(scores, key=scores.__getitem__)
-    low, high = wilson_interval(agree, decided, confidence)
-    rate = agree / decided if decided else math.nan
-    return Agreement(agree, decided, len(votes) - decided, rate, low, high)
-
-
-def preference_rows(comparisons: Iterable[Comparison]) -> list[dict[str, str]]:
-    """One preference row per decided vote (ties and skips are left out).
-
-    ``winner``/``loser`` are the images' references, ``winner_model``/``loser_model`` the
-    models that drew them; the other fields come from the comparison (``""`` when unset).
-    """
-    rows = []
-    for c in comparisons:
-        if c.winner is None:
-            continue
-        images = {c.model_a: c.image_a, c.model_b: c.image_b}
-        if images[c.winner] is None or images[c.loser] is None:
-            raise ValueError(f"comparison of pair {c.pair_id!r} has no image references")
-        rows.append(
-            {
-                "prompt": c.prompt,
-                "winner": images[c.winner],
-                "loser": images[c.loser],
-                "winner_model": c.winner,
-                "loser_model": c.loser,
-                "criterion": c.criterion,
-                "rater": c.rater or "",
-                "pair_id": c.pair_id or "",
-            }
-        )
-    return rows
-
-
-def to_jsonl(rows: Iterable[Mapping[str, object]]) -> str:
-    """JSON Lines, one object per row, text kept verbatim (UTF-8, no ASCII escaping)."""
-    return "".join(json.dumps(dict(row), ensure_ascii=False) + "\n" for row in rows)
-
-
-def _csv_safe(value: str) -> str:
-    """Prefix ``'`` to cells a spreadsheet would run as a formula (CSV injection)."""
-    return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
-
-
-def to_csv(rows: Iterable[Mapping[str, object]], fields: Sequence[str] = PREFERENCE_FIELDS) -> str:
-    """CSV with a header of ``fields``; formula-like cells get a ``'`` prefix, None is empty."""
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(fields), lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: _csv_safe("" if row[k] is None else str(row[k])) for k in fields})
-    return buffer.getvalue()
-
-
-def write_preference_dataset(
-    comparisons: Iterable[Comparison], path: str | Path, fmt: str | None = None
-) -> int:
-    """Write the preference rows as ``jsonl`` or ``csv`` (default: from the suffix), atomically.
-
-    Returns the number of rows written.
-    """
-    path = Path(path)
-    fmt = fmt or path.suffix.lstrip(".").lower()
-    if fmt not in ("jsonl", "csv"):
-        raise ValueError(f"format must be 'jsonl' or 'csv', got {fmt!r}")
-    rows = preference_rows(comparisons)
-    text = to_jsonl(rows) if fmt == "jsonl" else to_csv(rows)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8", newline="") as out:
-            out.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return len(rows)

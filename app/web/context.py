@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from app.core.arena_results import PairScores
+from app.core.arena_scores import PairScores
 from app.core.db import Database
 from app.core.model_refs import ModelCache
 from app.core.settings import Settings
