@@ -26,24 +26,13 @@ from diffusers import AutoencoderKL, FluxTransformer2DModel
 from srpo.config import OFFICIAL_NEGATIVE_WORDS, OFFICIAL_POSITIVE_WORDS, preset
 from srpo.direct_align import DirectAlignUpdate
 from srpo.models.flux import FluxGenerator
+from srpo.models.full_size import FULL_SIZE
 from srpo.offline import OfflinePool
 from srpo.precision import Precision
 from srpo.rewards.hps import HPSReward
 from srpo.train import draw, prepare_trainable
 from srpo.update import UpdateInputs
 
-FLUX_DEV_TRANSFORMER = {
-    "patch_size": 1,
-    "in_channels": 64,
-    "num_layers": 19,
-    "num_single_layers": 38,
-    "attention_head_dim": 128,
-    "num_attention_heads": 24,
-    "joint_attention_dim": 4096,
-    "pooled_projection_dim": 768,
-    "guidance_embeds": True,
-    "axes_dims_rope": (16, 56, 56),
-}
 FLUX_VAE = {
     "in_channels": 3,
     "out_channels": 3,
@@ -79,7 +68,7 @@ class RandomT5Prompts:
 def build(args: argparse.Namespace, device: torch.device):
     """The FLUX-sized generator and the ViT-H-14 reward on ``device``."""
     config = {
-        **FLUX_DEV_TRANSFORMER,
+        **FULL_SIZE["flux"].config,  # FLUX.1-dev's released transformer config
         "num_layers": args.layers,
         "num_single_layers": args.single_layers,
     }
