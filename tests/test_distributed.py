@@ -82,24 +82,27 @@ def one_process_on_the_global_batch(cfg):
     return lora_state_dict(generator.transformer)
 
 
+def ddp_run_options(smoke_world) -> dict:
+    """The run both DDP equivalence tests train (this one, and the Ray one across nodes)."""
+    return {
+        "model_path": str(smoke_world),
+        "reward_path": str(smoke_world),
+        "prompts": ["a red circle", "a blue square", "a small green triangle", "a diamond"],
+        "positive_words": ["photo"],
+        "negative_words": ["painting"],
+        "rollout_steps": 3,
+        "shift": 1.0,
+        "direct_align": {"sigma_range": [0.3, 0.9], "d": 0.05},
+        "batch_size": 2,
+        "steps": 3,
+        "checkpoint_every": 3,
+        "optimizer": {"lr": 1e-2, "grad_clip": 1.0},
+        "lora": {"rank": 4, "alpha": 4},
+    }
+
+
 def test_two_gloo_processes_match_one_process_with_the_global_batch(smoke_world, tmp_path):
-    cfg = make_config(
-        {
-            "model_path": str(smoke_world),
-            "reward_path": str(smoke_world),
-            "prompts": ["a red circle", "a blue square", "a small green triangle", "a diamond"],
-            "positive_words": ["photo"],
-            "negative_words": ["painting"],
-            "rollout_steps": 3,
-            "shift": 1.0,
-            "direct_align": {"sigma_range": [0.3, 0.9], "d": 0.05},
-            "batch_size": 2,
-            "steps": 3,
-            "checkpoint_every": 3,
-            "optimizer": {"lr": 1e-2, "grad_clip": 1.0},
-            "lora": {"rank": 4, "alpha": 4},
-        }
-    )
+    cfg = make_config(ddp_run_options(smoke_world))
     path = tmp_path / "run.yaml"
     path.write_text(cfg.to_yaml())
     out = tmp_path / "ddp"

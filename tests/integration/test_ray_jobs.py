@@ -31,7 +31,7 @@ from srpo.config import make_config
 from srpo.files import sha256_file
 from tests.integration.conftest import distributed_settings, start_worker, stop
 from tests.integration.test_worker_embedded import wait_for
-from tests.test_distributed import one_process_on_the_global_batch
+from tests.test_distributed import ddp_run_options, one_process_on_the_global_batch
 from worker.supervisor import run_training
 
 ray = pytest.importorskip("ray")
@@ -56,19 +56,9 @@ def cluster() -> Iterator[Cluster]:
 def ddp_config(smoke_world, **overrides) -> dict:
     """tests/test_distributed.py's run: the same weights are expected from any launcher."""
     options = {
-        "model_path": str(smoke_world),
-        "reward_path": str(smoke_world),
-        "prompts": ["a red circle", "a blue square", "a small green triangle", "a diamond"],
-        "positive_words": ["photo"],
-        "negative_words": ["painting"],
-        "rollout_steps": 3,
-        "shift": 1.0,
-        "direct_align": {"sigma_range": [0.3, 0.9], "d": 0.05},
-        "batch_size": 2,
+        **ddp_run_options(smoke_world),
         "steps": 4,
         "checkpoint_every": 1,
-        "optimizer": {"lr": 1e-2, "grad_clip": 1.0},
-        "lora": {"rank": 4, "alpha": 4},
         "launcher": "ray",
         "num_workers": WORKERS,
         "nodes": WORKERS,
