@@ -9,11 +9,12 @@ from collections.abc import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import update
 from starlette.routing import Mount
 
-from app.core.models import Role
+from app.core.models import Job, Role
 from app.web.factory import create_app
-from tests.web_support import PASSWORD, add_account, stored_checkpoint, web_settings
+from tests.web_support import PASSWORD, add_account, stored_checkpoint, user_id, web_settings
 
 PUBLIC = {("GET", "/healthz"), ("HEAD", "/healthz"), ("GET", "/login"), ("POST", "/login")}
 # What raters may reach: their app, the voting API, their landing page and logout.
@@ -158,7 +159,10 @@ def test_login_redirects_only_to_local_pages(studio):
 def test_checkpoint_downloads_refuse_path_tricks(studio):
     app, client, accounts, settings = studio
     trainer = accounts["trainer"].headers
-    _, checkpoint_id, weights = stored_checkpoint(app.state.studio.db, settings)
+    db = app.state.studio.db
+    job_id, checkpoint_id, weights = stored_checkpoint(db, settings)
+    owner = user_id(db, "tina")
+    db.write(lambda s: s.execute(update(Job).where(Job.id == job_id).values(owner_id=owner)))
     good = client.get(f"/api/v1/checkpoints/{checkpoint_id}/download", headers=trainer)
     assert good.status_code == 200 and good.content == weights
     assert len(good.headers["x-checkpoint-sha256"]) == 64

@@ -30,3 +30,19 @@ class BrokerUnavailable(StudioError):
     def __init__(self, message: str, job_id: int | None = None) -> None:
         super().__init__(message)
         self.job_id = job_id
+
+
+class TooLarge(StudioError):
+    """A request or a piece of work over a size limit that a setting names."""
+
+    status = 413
+
+
+class TooMany(StudioError):
+    """Over a rate or count limit; ``retry_after`` is in seconds when waiting helps."""
+
+    status = 429
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

@@ -48,6 +48,30 @@ class Settings(BaseSettings):
     redispatch_seconds: float = Field(1800.0, gt=0, description="re-send a queued job after")
     db_retry_seconds: float = Field(60.0, ge=0, description="how long writes retry a lost DB")
 
+    # Sharing one studio (docs/security.md says what each of these opens).
+    path_roots: tuple[Path, ...] = Field(
+        (), description="folders jobs may read besides data_dir (JSON list)"
+    )
+    allow_hub: bool = Field(False, description="allow hub repo ids (else HF_HUB_OFFLINE=1)")
+    cors_origins: tuple[str, ...] = Field(
+        (), description="origins allowed credentialed cross-origin requests"
+    )
+    job_sharing: Literal["own", "team"] = Field(
+        "own", description="own: trainers manage their own jobs; team: any trainer's"
+    )
+    session_seconds: float = Field(12 * 3600.0, gt=0, le=30 * 86400)
+    login_free_failures: int = Field(5, ge=1, le=1000, description="before backoff starts")
+    login_max_lockout_seconds: float = Field(900.0, gt=0)
+    login_concurrency: int = Field(2, ge=1, le=64, description="password checks at once")
+    max_body_bytes: int = Field(1_000_000, ge=1024, description="largest API request body")
+    max_queued_jobs_per_user: int = Field(20, ge=1)
+    max_processes_per_job: int = Field(8, ge=1, le=1024, description="what the workers have")
+    max_prompts_per_job: int = Field(10_000, ge=1)
+    max_campaign_pairs: int = Field(20_000, ge=1)
+    max_campaign_renders: int = Field(5_000, ge=1)
+    render_queue: str = Field("render", min_length=1, description="campaign rendering's queue")
+    render_chunk: int = Field(32, ge=1, le=10_000, description="renders per rendering task")
+
     @property
     def database(self) -> str:
         """The SQLAlchemy URL of the studio database."""
@@ -98,8 +122,19 @@ class Settings(BaseSettings):
             "LEASE_SECONDS": str(self.lease_seconds),
             "HEARTBEAT_SECONDS": str(self.heartbeat_seconds),
             "DB_RETRY_SECONDS": str(self.db_retry_seconds),
+            "RENDER_QUEUE": self.render_queue,
+            "RENDER_CHUNK": str(self.render_chunk),
+            "ALLOW_HUB": str(self.allow_hub).lower(),
         }
-        return {f"SRPO_{key}": value for key, value in values.items()}
+        found = {f"SRPO_{key}": value for key, value in values.items()}
+        if not self.allow_hub:  # no process the studio starts may reach a model hub
+            found |= {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+        return found
+
+    def roots(self) -> list[Path]:
+        """Folders a job's paths may point into: the data folder, storage and path_roots."""
+        found = [self.data_dir.resolve(), self.storage, *(p.resolve() for p in self.path_roots)]
+        return list(dict.fromkeys(found))
 
 
 def get_settings() -> Settings:

@@ -1,6 +1,9 @@
-"""What every studio process does first: folders, migrations to head, the first admin."""
+"""What every studio process does first: hubs offline unless allowed, folders, migrations to
+head, the first admin."""
 
 from __future__ import annotations
+
+import os
 
 from app.core.db import Database, database
 from app.core.migrate import upgrade
@@ -9,7 +12,13 @@ from app.core.users import bootstrap_admin
 
 
 def prepare(settings: Settings) -> Database:
-    """Create the data and storage folders, migrate the database, add the first admin."""
+    """Create the data and storage folders, migrate the database, add the first admin.
+
+    Unless ``SRPO_ALLOW_HUB`` is set, ``HF_HUB_OFFLINE`` is set for this process (and the
+    settings pass it to every process the worker starts), so nothing reaches a model hub.
+    """
+    if not settings.allow_hub:
+        os.environ["HF_HUB_OFFLINE"] = os.environ["TRANSFORMERS_OFFLINE"] = "1"
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     settings.storage.mkdir(parents=True, exist_ok=True)
     db = database(settings.database)

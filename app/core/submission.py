@@ -12,10 +12,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.core import dispatch, jobs
+from sqlalchemy import func, select
+
+from app.core import admission, dispatch, jobs
 from app.core.db import Database
-from app.core.errors import StudioError
-from app.core.models import User
+from app.core.errors import StudioError, TooMany
+from app.core.models import Job, JobState, User
 from app.core.settings import Settings
 
 
@@ -49,14 +51,43 @@ def submit_job(
 ) -> int:
     """Validate, store and queue a training job; returns its id.
 
-    Invalid input raises :class:`StudioError` and stores nothing. If the broker is down the
-    job is stored, its row says so, and :class:`app.core.errors.BrokerUnavailable` is raised;
-    the maintenance loop queues it once the broker is back.
+    Invalid input raises :class:`StudioError` and stores nothing: values must be of their
+    field's type (no ``true`` for a number), paths inside the allowed roots, and the job
+    within the quotas the settings name. If the broker is down the job is stored, its row
+    says so, and :class:`app.core.errors.BrokerUnavailable` is raised; the maintenance loop
+    queues it once the broker is back.
     """
+    admission.check_values(overrides)
+    name = admission.job_name(name)
+    if num_processes is not None and not 1 <= num_processes <= settings.max_processes_per_job:
+        raise StudioError(
+            f"num_processes: between 1 and {settings.max_processes_per_job} "
+            "(SRPO_MAX_PROCESSES_PER_JOB, what the workers have)"
+        )
     config = job_config(overrides, preset)
+    admission.check_strict(overrides, config, "")
+    config = admission.sources(settings, config)
+    if len(config.get("prompts") or []) > settings.max_prompts_per_job:
+        raise StudioError(
+            f"prompts: at most {settings.max_prompts_per_job} per job (SRPO_MAX_PROMPTS_PER_JOB)"
+        )
 
     def store(session) -> int:
-        owner = session.get(User, owner_id) if owner_id is not None else None
+        owner = None
+        if owner_id is not None:
+            # The row lock serialises one user's submissions, so the quota holds under bursts.
+            owner = session.get(User, owner_id, with_for_update=True)
+            waiting = session.scalar(
+                select(func.count())
+                .select_from(Job)
+                .where(Job.owner_id == owner_id, Job.state.in_([JobState.QUEUED, JobState.RUNNING]))
+            )
+            if waiting >= settings.max_queued_jobs_per_user:
+                raise TooMany(
+                    f"you have {waiting} jobs queued or running; the limit is "
+                    f"{settings.max_queued_jobs_per_user} (SRPO_MAX_QUEUED_JOBS_PER_USER)",
+                    retry_after=60,
+                )
         return jobs.submit(session, settings, config, owner, name, num_processes).id
 
     job_id = db.write(store)

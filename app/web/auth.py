@@ -2,8 +2,8 @@
 
 One ASGI middleware sits before all routing, so nothing (API routes, Gradio's own routes,
 file and image URLs, the OpenAPI schema) is reachable without credentials unless it is in
-:data:`PUBLIC`. Credentials are a signed session cookie (set by the login page) or an
-``Authorization: Bearer`` API token. Access is deny-by-default by path: raters reach only
+:data:`PUBLIC`. Credentials are a signed session cookie (set by the login page, ended server-side by
+logout) or an ``Authorization: Bearer`` API token. Access is deny-by-default by path: raters reach only
 :data:`RATER_PREFIXES` / :data:`RATER_PATHS` (the rating app and the voting API), admins
 alone reach :data:`ADMIN_PREFIXES`, and every other path needs a trainer or an admin.
 """
@@ -21,20 +21,22 @@ from urllib.parse import quote
 
 import anyio
 from itsdangerous import BadSignature, URLSafeTimedSerializer
-from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from app.core.db import Database
 from app.core.models import Role, User
-from app.core.users import user_for_token
+from app.core.users import create_session, end_session, find_user, session_user, user_for_token
 
 SESSION_COOKIE = "srpo_session"
-SESSION_SECONDS = 12 * 3600
+DEFAULT_SESSION_SECONDS = 12 * 3600.0
 PRINCIPAL_KEY = "srpo.principal"
 PUBLIC = {("GET", "/healthz"), ("HEAD", "/healthz"), ("GET", "/login"), ("POST", "/login")}
 RATER_PATHS = {"/", "/logout", "/api/v1/me", "/api/v1/votes"}
 RATER_PREFIXES = ("/rate/", "/api/v1/rate/", "/static/")
 ADMIN_PREFIXES = ("/api/v1/users",)
 BAD_PATH_PARTS = ("/../", "/./", "//", "\\", "\x00")
+# Gradio opens an upload route in every app; these apps have no upload component.
+CLOSED_PATHS = ("/rate/gradio_api/upload",)
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -74,24 +76,46 @@ def suspicious(path: str) -> bool:
     return path.endswith(("/..", "/.")) or any(part in path for part in BAD_PATH_PARTS)
 
 
-def _fingerprint(password_hash: str) -> str:
-    """A short digest of the password hash: a password change ends existing sessions."""
-    return hashlib.sha256(password_hash.encode()).hexdigest()[:16]
-
-
 class Authenticator:
-    """Turns a session cookie or a bearer token into a :class:`Principal` (cached briefly)."""
+    """Turns a session cookie or a bearer token into a :class:`Principal` (cached briefly).
 
-    def __init__(self, db: Database, secret: str, cache_seconds: float = 2.0) -> None:
+    A session cookie is a signed random value whose sha256 names a row of ``web_sessions``,
+    so logout, a password or role change and disabling a user end it at once (this
+    process forgets its cache then; other processes within ``cache_seconds``). Rotating
+    the secret key ends every session too: the signature no longer holds.
+    """
+
+    def __init__(
+        self,
+        db: Database,
+        secret: str,
+        session_seconds: float = DEFAULT_SESSION_SECONDS,
+        cache_seconds: float = 2.0,
+    ) -> None:
         self.db = db
+        self.session_seconds = session_seconds
         self.cache_seconds = cache_seconds
         self.serializer = URLSafeTimedSerializer(secret, salt="srpo-session")
         self._cache: dict[str, tuple[float, Principal | None]] = {}
         self._lock = threading.Lock()
 
-    def session_cookie(self, user: User) -> str:
-        """A signed session value for ``user``."""
-        return self.serializer.dumps({"u": user.id, "p": _fingerprint(user.password_hash)})
+    def new_session(self, session: Session, user: User) -> str:
+        """Open a web session for ``user``; returns the signed cookie value."""
+        return self.serializer.dumps(create_session(session, user, self.session_seconds))
+
+    def _value(self, cookie: str) -> str | None:
+        try:
+            value = self.serializer.loads(cookie, max_age=self.session_seconds)
+        except BadSignature:
+            return None
+        return value if isinstance(value, str) else None
+
+    def end_session(self, cookie: str) -> None:
+        """End the session of a cookie (logout) and forget every cached principal."""
+        value = self._value(cookie)
+        if value is not None:
+            self.db.write(lambda session: end_session(session, value))
+        self.forget()
 
     def _cached(self, key: str, load: Callable[[], Principal | None]) -> Principal | None:
         now = time.monotonic()
@@ -115,38 +139,73 @@ class Authenticator:
 
         return self._cached("t:" + hashlib.sha256(token.encode()).hexdigest(), load)
 
-    def from_cookie(self, value: str) -> Principal | None:
-        """The principal of a session cookie, or None (bad signature, expired, stale)."""
-        try:
-            data = self.serializer.loads(value, max_age=SESSION_SECONDS)
-        except BadSignature:
-            return None
-        if not isinstance(data, dict) or not isinstance(data.get("u"), int):
+    def from_cookie(self, cookie: str) -> Principal | None:
+        """The principal of a session cookie, or None (bad signature, expired, ended)."""
+        value = self._value(cookie)
+        if value is None:
             return None
 
         def load() -> Principal | None:
             with self.db.session() as session:
-                user = session.get(User, data["u"])
-                if user is None or not user.active:
-                    return None
-                if _fingerprint(user.password_hash) != data.get("p"):
-                    return None
-                return Principal(user.id, user.username, user.role)
+                user = session_user(session, value)
+                return None if user is None else Principal(user.id, user.username, user.role)
 
-        return self._cached("c:" + value, load)
+        return self._cached("c:" + hashlib.sha256(value.encode()).hexdigest(), load)
 
     def by_username(self, username: str) -> Principal | None:
         """The active user called ``username`` as a principal (for Gradio handlers)."""
         with self.db.session() as session:
-            user = session.scalar(select(User).where(User.username == username))
+            user = find_user(session, username)
             if user is None or not user.active:
                 return None
             return Principal(user.id, user.username, user.role)
 
     def forget(self) -> None:
-        """Drop every cached principal (after a logout or a role change)."""
+        """Drop every cached principal (after a logout or a change to a user)."""
         with self._lock:
             self._cache.clear()
+
+
+class LoginGuard:
+    """Login rate limits: per user name and per address, with exponential backoff after
+    ``free_failures`` failures (capped at ``max_lockout`` seconds), and at most
+    ``concurrency`` password checks at once, so a flood of wrong logins can neither guess
+    a password nor starve real sign-ins of CPU. State is per process, in memory."""
+
+    def __init__(self, free_failures: int, max_lockout: float, concurrency: int) -> None:
+        self.free_failures = free_failures
+        self.max_lockout = max_lockout
+        self.slots = threading.BoundedSemaphore(concurrency)
+        self._failures: dict[str, tuple[int, float]] = {}
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def keys(username: str, address: str) -> tuple[str, str]:
+        """The counters a login attempt touches."""
+        return "u:" + username.strip().lower()[:64], "a:" + address
+
+    def retry_after(self, keys: tuple[str, ...]) -> float:
+        """Seconds until these counters allow another attempt (0: now)."""
+        now = time.monotonic()
+        with self._lock:
+            return max((self._failures.get(k, (0, 0.0))[1] - now for k in keys), default=0.0)
+
+    def failed(self, keys: tuple[str, ...]) -> None:
+        """Count a failed attempt; past the free ones, lock for 1, 2, 4, ... seconds."""
+        now = time.monotonic()
+        with self._lock:
+            if len(self._failures) > 100_000:
+                self._failures = {k: v for k, v in self._failures.items() if v[1] > now}
+            for key in keys:
+                count = self._failures.get(key, (0, 0.0))[0] + 1
+                over = count - self.free_failures
+                wait = min(self.max_lockout, 2.0 ** (over - 1)) if over > 0 else 0.0
+                self._failures[key] = (count, now + wait)
+
+    def succeeded(self, keys: tuple[str, ...]) -> None:
+        """Forget the failures of a user who signed in (the address keeps its count)."""
+        with self._lock:
+            self._failures.pop(keys[0], None)
 
 
 def _headers(scope: Scope) -> dict[str, str]:
@@ -195,6 +254,9 @@ class AuthMiddleware:
             return
         if not principal.may(needed_role(path)):
             await self._refuse(scope, receive, send, 403, "your role may not use this")
+            return
+        if path.startswith(CLOSED_PATHS):
+            await self._refuse(scope, receive, send, 403, "this app takes no uploads")
             return
         scope[PRINCIPAL_KEY] = principal
         await self.app(scope, receive, send)

@@ -10,13 +10,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
-from app.core.errors import StudioError
+from app.core.errors import StudioError, TooMany
 from app.core.settings import Settings, get_settings
 from app.core.startup import prepare
 from app.web import api, pages
-from app.web.auth import Authenticator, AuthMiddleware, Principal
+from app.web.auth import Authenticator, AuthMiddleware, LoginGuard, Principal
 from app.web.context import Studio
 from app.web.pages import STATIC
+from app.web.security import SecurityMiddleware
 
 log = logging.getLogger("srpo.studio")
 MAX_UPLOAD = 20 * 2**20
@@ -30,7 +31,10 @@ def _gradio_user(request: Request) -> str | None:
 
 async def _studio_error(_: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, StudioError)
-    return JSONResponse({"detail": str(error)}, status_code=error.status)
+    headers = {}
+    if isinstance(error, TooMany) and error.retry_after is not None:
+        headers["Retry-After"] = str(max(1, round(error.retry_after)))
+    return JSONResponse({"detail": str(error)}, status_code=error.status, headers=headers)
 
 
 async def _unexpected(_: Request, error: Exception) -> JSONResponse:
@@ -51,7 +55,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """The studio for ``settings`` (default: from the environment); migrates the DB to head."""
     settings = settings or get_settings()
     db = prepare(settings)
-    authenticator = Authenticator(db, settings.secret())
+    authenticator = Authenticator(db, settings.secret(), settings.session_seconds)
     studio = Studio(settings, db, authenticator)
     from srpo import __version__
 
@@ -59,10 +63,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="SRPO Studio API",
         version=__version__,
         description="Queue SRPO fine-tunes, download checkpoints, vote in blind A/B tests.",
-        docs_url="/docs",
+        docs_url=None,  # /docs is a local page (pages.api_docs): no CDN, works offline
         redoc_url=None,
     )
     app.state.studio, app.state.authenticator = studio, authenticator
+    app.state.login_guard = LoginGuard(
+        settings.login_free_failures, settings.login_max_lockout_seconds, settings.login_concurrency
+    )
     app.add_exception_handler(StudioError, _studio_error)
     app.add_exception_handler(RequestValidationError, _invalid)
     app.add_exception_handler(Exception, _unexpected)
@@ -87,4 +94,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     gr.mount_gradio_app(app, build_studio(studio), path="/studio", **options)
     gr.mount_gradio_app(app, build_rater(studio), path="/rate", **options)
     app.add_middleware(AuthMiddleware, authenticator=authenticator)
+    app.add_middleware(SecurityMiddleware, settings=settings)  # outermost: refusals get headers
     return app

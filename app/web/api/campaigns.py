@@ -3,26 +3,33 @@
 from __future__ import annotations
 
 import io
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
-from app.core import arena, arena_results, dispatch
+from app.core import admission, arena, arena_results, dispatch
 from app.core.models import Campaign, CampaignState, User
-from app.web.api.deps import State, Trainer
+from app.web.api.deps import Id, State, Trainer
 
 router = APIRouter(tags=["campaigns"])
 
 
+Seed = Annotated[int, Field(ge=0, le=2**32 - 1, strict=True)]
+
+
 class CampaignIn(BaseModel):
-    name: str
-    models: list[str] = Field(description="'base' or 'checkpoint:ID', at least two")
-    prompts: list[str]
-    seeds: list[int]
-    criteria: list[str] = Field(default_factory=lambda: ["overall"])
+    name: str = Field(max_length=200)
+    models: list[Annotated[str, Field(max_length=64)]] = Field(
+        max_length=32, description="'base' or 'checkpoint:ID', at least two"
+    )
+    prompts: list[str] = Field(max_length=arena.MAX_PROMPTS)
+    seeds: list[Seed] = Field(max_length=arena.MAX_SEEDS)
+    criteria: list[Annotated[str, Field(max_length=32)]] = Field(
+        default_factory=lambda: ["overall"], max_length=len(arena.CRITERIA)
+    )
 
 
 def campaign_row(found: Campaign) -> dict[str, Any]:
@@ -41,6 +48,9 @@ def campaign_row(found: Campaign) -> dict[str, Any]:
 
 @router.post("/campaigns", status_code=201, summary="create a campaign and render its pairs")
 def create_campaign(body: CampaignIn, who: Trainer, state: State) -> dict[str, Any]:
+    admission.check_values(body.model_dump(), "campaign")
+    admission.campaign_size(state.settings, len(body.models), len(body.prompts), len(body.seeds))
+
     def store(session) -> int:
         creator = session.get(User, who.id)
         found = arena.create_campaign(
@@ -62,14 +72,14 @@ def list_campaigns(_: Trainer, state: State) -> list[dict[str, Any]]:
 
 @router.get("/campaigns/{campaign_id}/results", summary="win rates, Bradley-Terry, agreement")
 def campaign_results(
-    campaign_id: int, _: Trainer, state: State, criterion: str | None = None
+    campaign_id: Id, _: Trainer, state: State, criterion: str | None = None
 ) -> dict[str, Any]:
     return arena_results.results(state.db, state.pair_scores, campaign_id, criterion)
 
 
 @router.get("/campaigns/{campaign_id}/export", summary="preference dataset (JSONL or CSV)")
 def export(
-    campaign_id: int, _: Trainer, state: State, format: Literal["jsonl", "csv"] = "jsonl"
+    campaign_id: Id, _: Trainer, state: State, format: Literal["jsonl", "csv"] = "jsonl"
 ) -> Response:
     with state.db.session() as session:
         text = arena_results.export(session, campaign_id, format)

@@ -2,37 +2,42 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 from fastapi.responses import FileResponse, PlainTextResponse
 
-from app.core import arena_results, reads
+from app.core import access, arena_results, reads
 from app.core.evaluations import load_evaluation
 from app.core.models import Job
 from app.web import cards
-from app.web.api.deps import State, Trainer
+from app.web.api.deps import Id, State, Trainer
+from app.web.auth import Principal
 from app.web.context import Studio
 
 router = APIRouter(tags=["checkpoints"])
 
 
 @router.get("/checkpoints", summary="checkpoints with step, sha256 and download URL")
-def list_checkpoints(_: Trainer, state: State, job_id: int | None = None) -> list[dict]:
+def list_checkpoints(
+    _: Trainer, state: State, job_id: Annotated[int | None, Query(ge=1, le=2**63 - 1)] = None
+) -> list[dict]:
     with state.db.session() as session:
         return reads.checkpoint_rows(session, job_id)
 
 
 @router.get("/checkpoints/{checkpoint_id}", summary="one checkpoint")
-def get_checkpoint(checkpoint_id: int, _: Trainer, state: State) -> dict[str, Any]:
+def get_checkpoint(checkpoint_id: Id, _: Trainer, state: State) -> dict[str, Any]:
     with state.db.session() as session:
         return reads.checkpoint_row(session, reads.checkpoint(session, checkpoint_id))
 
 
-def serve_file(state: Studio, checkpoint_id: int, name: str | None) -> FileResponse:
-    """A checkpoint file as a download named after its job and step, with its sha256."""
+def serve_file(state: Studio, who: Principal, checkpoint_id: int, name: str | None) -> FileResponse:
+    """A checkpoint file as a download named after its job and step, with its sha256
+    (for those who may manage its job: :mod:`app.core.access`)."""
     with state.db.session() as session:
         found = reads.checkpoint(session, checkpoint_id)
+        access.managed_checkpoint(session, state.settings, found, who.id, who.role)
         path = reads.checkpoint_file(state.settings, found, name)
         digest = found.files[name or found.weights_file]
     filename = f"job{found.job_id}-step{found.step}-{path.name}"
@@ -40,13 +45,13 @@ def serve_file(state: Studio, checkpoint_id: int, name: str | None) -> FileRespo
 
 
 @router.get("/checkpoints/{checkpoint_id}/download", summary="the weights (safetensors)")
-def download(checkpoint_id: int, _: Trainer, state: State) -> FileResponse:
-    return serve_file(state, checkpoint_id, None)
+def download(checkpoint_id: Id, who: Trainer, state: State) -> FileResponse:
+    return serve_file(state, who, checkpoint_id, None)
 
 
 @router.get("/checkpoints/{checkpoint_id}/files/{name:path}", summary="a file the manifest lists")
-def checkpoint_file(checkpoint_id: int, name: str, _: Trainer, state: State) -> FileResponse:
-    return serve_file(state, checkpoint_id, name)
+def checkpoint_file(checkpoint_id: Id, name: str, who: Trainer, state: State) -> FileResponse:
+    return serve_file(state, who, checkpoint_id, name)
 
 
 @router.get(
@@ -54,7 +59,7 @@ def checkpoint_file(checkpoint_id: int, name: str, _: Trainer, state: State) -> 
     response_class=PlainTextResponse,
     summary="a generated model card (Markdown)",
 )
-def model_card(checkpoint_id: int, _: Trainer, state: State) -> str:
+def model_card(checkpoint_id: Id, _: Trainer, state: State) -> str:
     with state.db.session() as session:
         found = reads.checkpoint(session, checkpoint_id)
         config = session.get(Job, found.job_id).config

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from app.core.errors import Forbidden
@@ -42,6 +42,8 @@ def needs(role: Role):
     return check
 
 
+# Row ids in paths: a 64-bit integer the databases store (10**23 is a 422, not a 500).
+Id = Annotated[int, Path(ge=1, le=2**63 - 1)]
 Rater = Annotated[Principal, Depends(needs(Role.RATER))]
 Trainer = Annotated[Principal, Depends(needs(Role.TRAINER))]
 Admin = Annotated[Principal, Depends(needs(Role.ADMIN))]

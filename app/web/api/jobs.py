@@ -1,4 +1,8 @@
-"""``/api/v1/jobs``: submit (through the core's one submission path), list, cancel, metrics, log."""
+"""``/api/v1/jobs``: submit (through the core's one submission path), list, cancel, metrics, log.
+
+Who may cancel a job or read its log follows :mod:`app.core.access` (``SRPO_JOB_SHARING``);
+non-admins see a failed job's message, admins its full log.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +12,11 @@ from fastapi import APIRouter, Query
 from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, Field
 
-from app.core import jobs, reads, submission
-from app.web.api.deps import State, Trainer
+from app.core import access, jobs, reads, submission
+from app.core.models import Role
+from app.web.api.deps import Id, State, Trainer
+from app.web.auth import Principal
+from app.web.context import Studio
 
 router = APIRouter(tags=["jobs"])
 
@@ -18,13 +25,21 @@ class JobIn(BaseModel):
     """A training job: a preset and overrides (merged deeply), or a full config."""
 
     preset: str | None = Field(
-        None, description="tiny-demo, flux-lora-1gpu, flux-paper-32gpu or flux-paper-pickscore"
+        None,
+        max_length=100,
+        description="tiny-demo, flux-lora-1gpu, flux-paper-32gpu or flux-paper-pickscore",
     )
     config: dict[str, Any] = Field(
         default_factory=dict, description="fields over the preset (nested sections merge)"
     )
-    name: str | None = None
-    num_processes: int | None = None
+    name: str | None = Field(None, max_length=200)
+    num_processes: int | None = Field(None, ge=1, le=1024, strict=True)
+
+
+def _row(state: Studio, who: Principal, row: dict[str, Any]) -> dict[str, Any]:
+    if who.role != Role.ADMIN:
+        row["error"] = access.public_error(state.settings, row["error"])
+    return row
 
 
 @router.post("/jobs", status_code=201, summary="validate, store and queue a training job")
@@ -39,35 +54,44 @@ def submit_job(body: JobIn, who: Trainer, state: State) -> dict[str, Any]:
         num_processes=body.num_processes,
     )
     with state.db.session() as session:
-        return reads.job_row(session, jobs.get(session, job_id))
+        return _row(state, who, reads.job_row(session, jobs.get(session, job_id)))
 
 
 @router.get("/jobs", summary="jobs, newest first, with queue position and progress")
-def list_jobs(_: Trainer, state: State, limit: int = Query(100, ge=1, le=1000)) -> list[dict]:
+def list_jobs(who: Trainer, state: State, limit: int = Query(100, ge=1, le=1000)) -> list[dict]:
     with state.db.session() as session:
-        return reads.job_rows(session, limit)
+        return [_row(state, who, row) for row in reads.job_rows(session, limit)]
 
 
 @router.get("/jobs/{job_id}", summary="one job")
-def get_job(job_id: int, _: Trainer, state: State) -> dict[str, Any]:
+def get_job(job_id: Id, who: Trainer, state: State) -> dict[str, Any]:
     with state.db.session() as session:
-        return reads.job_row(session, jobs.get(session, job_id))
+        return _row(state, who, reads.job_row(session, jobs.get(session, job_id)))
 
 
 @router.post("/jobs/{job_id}/cancel", summary="cancel a queued job or stop a running one")
-def cancel_job(job_id: int, _: Trainer, state: State) -> dict[str, Any]:
+def cancel_job(job_id: Id, who: Trainer, state: State) -> dict[str, Any]:
     with state.db.session() as session:
-        return reads.job_row(session, jobs.cancel(session, job_id))
+        access.managed_job(session, state.settings, job_id, who.id, who.role)
+        return _row(state, who, reads.job_row(session, jobs.cancel(session, job_id)))
 
 
 @router.get("/jobs/{job_id}/metrics", summary="loss and reward per step")
-def job_metrics(job_id: int, _: Trainer, state: State) -> list[dict[str, float]]:
+def job_metrics(job_id: Id, _: Trainer, state: State) -> list[dict[str, float]]:
     with state.db.session() as session:
         jobs.get(session, job_id)
         return reads.metrics(session, job_id)
 
 
-@router.get("/jobs/{job_id}/log", response_class=PlainTextResponse, summary="the job's log")
-def job_log(job_id: int, _: Trainer, state: State) -> str:
+@router.get(
+    "/jobs/{job_id}/log",
+    response_class=PlainTextResponse,
+    summary="the job's log (admins); its state and error message (others)",
+)
+def job_log(job_id: Id, who: Trainer, state: State) -> str:
     with state.db.session() as session:
-        return reads.job_log(session, state.settings, job_id)
+        job = access.managed_job(session, state.settings, job_id, who.id, who.role)
+        if who.role == Role.ADMIN:
+            return reads.job_log(session, state.settings, job_id)
+        error = access.public_error(state.settings, job.error)
+        return f"job {job_id}: {job.state.value}" + (f"\n{error}" if error else "")

@@ -8,20 +8,20 @@ from typing import Any, Literal
 
 from fastapi import APIRouter
 from fastapi.responses import Response
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from app.core import arena, arena_next
 from app.core.errors import NotFound
 from app.core.models import Campaign, CampaignState, Choice, Comparison
-from app.web.api.deps import Rater, State
+from app.web.api.deps import Id, Rater, State
 
 router = APIRouter(tags=["votes"])
 
 
 class VoteIn(BaseModel):
-    comparison_id: int
-    criterion: str
+    comparison_id: int = Field(ge=1, le=2**63 - 1, strict=True)
+    criterion: str = Field(max_length=32)
     choice: Literal["left", "right", "tie", "both_bad", "skip"]
 
 
@@ -35,7 +35,7 @@ def open_campaigns(_: Rater, state: State) -> list[dict[str, Any]]:
 
 
 @router.get("/rate/campaigns/{campaign_id}/next", summary="a blind pair you have not judged")
-def next_pair(campaign_id: int, criterion: str, who: Rater, state: State) -> dict[str, Any]:
+def next_pair(campaign_id: Id, criterion: str, who: Rater, state: State) -> dict[str, Any]:
     with state.db.session() as session:
         found = arena_next.next_pair(session, campaign_id, who.id, criterion)
         pair = found.pair
@@ -60,7 +60,7 @@ def next_pair(campaign_id: int, criterion: str, who: Rater, state: State) -> dic
 
 @router.get("/rate/pairs/{comparison_id}/{side}", summary="one side's image of a blind pair")
 def pair_image(
-    comparison_id: int, side: Literal["left", "right"], _: Rater, state: State
+    comparison_id: Id, side: Literal["left", "right"], _: Rater, state: State
 ) -> Response:
     with state.db.session() as session:
         pair = session.get(Comparison, comparison_id)
