@@ -135,6 +135,12 @@ class TrainConfig(Section):
             raise ValueError("nodes: only the ray launcher spans nodes; set launcher: ray")
         if self.nodes is not None and (self.num_workers or 1) % self.nodes:
             raise ValueError("nodes: num_workers must be a multiple of nodes")
+        if self.monitor_reward is not None and self.model != "tiny":
+            from srpo.monitor import monitor_reward_problem
+
+            problem = monitor_reward_problem(self.reward, self.monitor_reward)
+            if problem:
+                raise ValueError(problem)
         if self.method == "direct_align" and self.direct_align.inversion:
             raise ValueError(
                 "direct_align.inversion: the inversion branch scores with swapped control "

@@ -17,6 +17,7 @@ import torch
 
 from srpo.config import TrainConfig
 from srpo.models.full_size import FULL_SIZE, Architecture
+from srpo.monitor import monitor_name
 from srpo.rewards.srp import ControlWords, augment
 
 WORD_STEPS = 10
@@ -206,6 +207,7 @@ def explain(config: TrainConfig, processes: int = 1, count: bool = True) -> dict
         else None,
         "updates": config.steps,
         "updates_per_checkpoint": config.checkpoint_every,
+        "monitor": {"gold": monitor_name(config), "every": config.sample_every or None},
     }
 
 
@@ -250,5 +252,12 @@ def explain_markdown(summary: dict[str, Any], escape: Callable[[str], str] = str
     lines.append(
         f"- effective batch {summary['effective_batch']} over {summary['processes']} process(es); "
         f"{summary['updates']} updates, a checkpoint every {summary['updates_per_checkpoint']}"
+    )
+    monitor = summary["monitor"]
+    watched = "the judge" if monitor["gold"] == "judge" else f"held-out {escape(monitor['gold'])}"
+    lines.append(
+        f"- hacking monitor: {watched} and image statistics every {monitor['every']} updates"
+        if monitor["every"]
+        else "- hacking monitor: off (sample_every 0 renders no sample steps)"
     )
     return "\n".join(lines)

@@ -11,11 +11,14 @@ seeds, so the cost is bounded and steps are comparable):
 
 :func:`hacking_warning` reads the series: the training reward keeps rising while the gold
 signal falls, or the drift passes its threshold; it names the last step before that began.
+:func:`drifts` is each watched statistic's change from the first sample step (what the studio
+shows per checkpoint).
 """
 
 from __future__ import annotations
 
 import itertools
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -29,18 +32,111 @@ from srpo.rewards.srp import augment
 if TYPE_CHECKING:
     from srpo.config import TrainConfig
 
-# Which reward watches a run, by the reward it trains on.
-HELD_OUT_REWARD = {"hpsv2.1": "pickscore", "hpsv2": "pickscore", "pickscore": "hpsv2.1"}
+log = logging.getLogger(__name__)
+
+# Which reward watches a run, by the reward it trains on: PickScore watches the HPS family,
+# HPS watches PickScore, CLIP the rest (every reward under srpo.rewards is listed).
+HELD_OUT_REWARD = {
+    "hpsv2.1": "pickscore",
+    "hpsv2": "pickscore",
+    "hps": "pickscore",
+    "hpsv3": "pickscore",
+    "pickscore": "hpsv2.1",
+    "clip": "clip",
+    "imagereward": "clip",
+    "aesthetic": "clip",
+    "http": "clip",
+}
+# The held-out rewards a weighted spec falls back on, in order, when its components take the
+# table's choice (a spec is never watched by one of its own terms).
+FALLBACK_HELD_OUT = ("clip", "pickscore", "hpsv2.1", "aesthetic")
+HPS_FAMILY = frozenset({"hps", "hpsv2", "hpsv2.1"})
 # A drift of the statistic this far from step 0 is material: for the tiny world's hack cast,
 # one standard deviation of the base model's per-image values (0.0268, ``srpo bench hacking``).
 DRIFT_THRESHOLD = {"hack_cast": 0.027, "magenta_cast": 0.027, "saturation": 0.05}
 
 
+# The statistic the studio calls a run's hack drift, first present wins: the judge's cast on
+# the tiny world, the image statistics' red/purple cast elsewhere.
+HACK_DRIFT = ("hack_cast", "magenta_cast", "saturation")
+
+
+def _family(name: str) -> str:
+    key = name.strip().lower()
+    return "hps" if key in HPS_FAMILY else key
+
+
 def held_out_reward_name(training_reward: str) -> str:
-    """The reward that watches a run trained on ``training_reward`` (tiny: the judge)."""
+    """The reward that watches a run trained on ``training_reward`` (tiny: the judge).
+
+    A weighted spec (``"0.7*hpsv2.1+0.3*aesthetic"``) takes the first choice of its terms
+    that none of them is, then :data:`FALLBACK_HELD_OUT`'s.
+    """
     if training_reward.startswith("tiny"):
         return "judge"
-    return HELD_OUT_REWARD.get(training_reward.lower(), "clip")
+    if training_reward.lower().startswith(("http://", "https://")):
+        return HELD_OUT_REWARD["http"]
+    from srpo.rewards.multi import is_spec, parse_spec
+
+    if not is_spec(training_reward):
+        return HELD_OUT_REWARD.get(training_reward.lower(), "clip")
+    names = [component.name for component in parse_spec(training_reward)]
+    if all(name.startswith("tiny") for name in names):
+        return "judge"
+    trained = {_family(name) for name in names}
+    chosen = [HELD_OUT_REWARD.get(name.lower(), "clip") for name in names]
+    return next(c for c in [*chosen, *FALLBACK_HELD_OUT] if _family(c) not in trained)
+
+
+def monitor_reward_problem(training_reward: str, monitor_reward: str) -> str | None:
+    """Why ``monitor_reward`` cannot watch a run trained on ``training_reward``, or None: it
+    must be a reward the studio knows and one the run does not train on."""
+    from srpo.rewards import REWARD_NAMES
+    from srpo.rewards.multi import is_spec, parse_spec
+
+    if is_spec(monitor_reward):
+        return "monitor_reward: one reward's name, not a weighted spec"
+    key = monitor_reward.lower()
+    if key not in REWARD_NAMES and key != "hps" and not key.startswith(("http://", "https://")):
+        return (
+            f"monitor_reward: unknown reward {monitor_reward!r}; one of {', '.join(REWARD_NAMES)}"
+        )
+    names = (
+        [c.name for c in parse_spec(training_reward)]
+        if is_spec(training_reward)
+        else [training_reward]
+    )
+    if _family(key) in {_family(name) for name in names}:
+        return (
+            f"monitor_reward: the run trains on {monitor_reward!r}, so it cannot be the gold "
+            f"signal; leave it unset for {held_out_reward_name(training_reward)!r}"
+        )
+    return None
+
+
+def monitor_name(config: TrainConfig) -> str:
+    """The gold signal that watches ``config``'s run: the judge on the tiny world, else the
+    configured ``monitor_reward`` or :func:`held_out_reward_name`'s choice."""
+    if config.model == "tiny":
+        return "judge"
+    return config.monitor_reward or held_out_reward_name(config.reward)
+
+
+def drifts(
+    first: dict[str, float], metrics: dict[str, float], thresholds: dict[str, float] | None = None
+) -> dict[str, float]:
+    """Each watched statistic's change from ``first`` (the first sample step) to ``metrics``."""
+    thresholds = DRIFT_THRESHOLD if thresholds is None else thresholds
+    return {
+        name: metrics[name] - first[name]
+        for name in thresholds
+        if name in metrics and name in first
+    }
+
+
+def hack_drift(changes: dict[str, float]) -> tuple[str, float] | None:
+    """The one drift the studio shows (:data:`HACK_DRIFT`'s first present), or None."""
+    return next(((name, changes[name]) for name in HACK_DRIFT if name in changes), None)
 
 
 @torch.no_grad()
@@ -75,10 +171,11 @@ def measure_gold(
 
 @dataclass(frozen=True)
 class Point:
-    """One sample step: the training reward's running mean and the gold signals there."""
+    """One sample step: the training reward's mean over the updates since the previous sample
+    step (None at the base model's step 0: nothing trained yet) and the gold signals there."""
 
     step: int
-    reward: float
+    reward: float | None
     metrics: dict[str, float]
 
 
@@ -98,27 +195,26 @@ def hacking_warning(
 
     Fires when, over ``window`` consecutive sample steps, the training reward rises while the
     gold signal falls, or as soon as a drift statistic moves past its threshold from step 0.
+    Steps without a training reward (the base model's) never count as rising.
     """
     thresholds = DRIFT_THRESHOLD if thresholds is None else thresholds
     if not points:
         return None
     first = points[0].metrics
     for i, point in enumerate(points):
-        for name, limit in thresholds.items():
-            if name in point.metrics and name in first:
-                drift = point.metrics[name] - first[name]
-                if drift > limit:
-                    return HackingWarning(
-                        point.step,
-                        points[max(i - 1, 0)].step,
-                        f"{name} drifted {drift:+.3f} from step {points[0].step} "
-                        f"(threshold {limit})",
-                    )
+        for name, drift in drifts(first, point.metrics, thresholds).items():
+            limit = thresholds[name]
+            if drift > limit:
+                return HackingWarning(
+                    point.step,
+                    points[max(i - 1, 0)].step,
+                    f"{name} drifted {drift:+.3f} from step {points[0].step} (threshold {limit})",
+                )
         if i >= window and "gold" in point.metrics:
             span = points[i - window : i + 1]
             rewards = [p.reward for p in span]
             golds = [p.metrics.get("gold") for p in span]
-            if None in golds:
+            if None in golds or None in rewards:
                 continue
             rising = all(b > a for a, b in itertools.pairwise(rewards))
             falling = all(b < a for a, b in itertools.pairwise(golds))
@@ -137,7 +233,8 @@ class GoldMonitor:
 
     The held-out reward is loaded on the first sample step; if it cannot be loaded here (no
     weights on this machine), the run goes on with the image statistics alone and says so in
-    ``unavailable``.
+    ``unavailable`` (and in the log). :meth:`observe` takes every update's mean reward; a
+    sample step's ``train_reward`` is their mean since the previous sample step.
     """
 
     def __init__(self, config: TrainConfig) -> None:
@@ -145,11 +242,15 @@ class GoldMonitor:
         self.judge = config.model == "tiny"
         self.positive = config.positive_words[0] if config.positive_words else None
         self.negative = config.negative_words[0] if config.negative_words else None
-        self.held_out_name = config.monitor_reward or held_out_reward_name(config.reward)
+        self.held_out_name = monitor_name(config)
         self.held_out: TextImageReward | None = None
         self.unavailable: str | None = None
-        self.reward = 0.0
+        self.rewards: list[float] = []
         self.points: list[Point] = []
+
+    def observe(self, reward: float) -> None:
+        """One update's mean training reward."""
+        self.rewards.append(reward)
 
     def _held_out(self) -> TextImageReward | None:
         if self.judge or self.held_out is not None or self.unavailable:
@@ -160,12 +261,18 @@ class GoldMonitor:
             self.held_out = load_reward(self.held_out_name, self.config.monitor_reward_path)
         except (OSError, ValueError) as error:
             self.unavailable = f"held-out reward {self.held_out_name!r} not loaded: {error}"
+            log.warning("hacking monitor: %s; watching the image statistics only", self.unavailable)
         return self.held_out
 
     def measure(self, step: int, images: torch.Tensor, prompts: Sequence[str]):
-        """``(metrics, warning)`` of one sample step's images."""
+        """``(metrics, warning)`` of one sample step's images; ``metrics`` carries the
+        ``train_reward`` of the updates since the previous sample step, if there were any."""
         metrics = measure_gold(
             images, prompts, self.positive, self.negative, self.judge, self._held_out()
         )
-        self.points.append(Point(step, self.reward, metrics))
+        reward = sum(self.rewards) / len(self.rewards) if self.rewards else None
+        self.rewards = []
+        if reward is not None:
+            metrics["train_reward"] = reward
+        self.points.append(Point(step, reward, metrics))
         return metrics, hacking_warning(self.points)

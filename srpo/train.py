@@ -276,7 +276,7 @@ class RunReporter:
         self.monitor = GoldMonitor(self.config)
 
     def progress(self, progress: Progress) -> None:
-        self.monitor.reward = progress.reward_mean
+        self.monitor.observe(progress.reward_mean)
         if self.config.tensorboard:
             scalars = {
                 "loss": progress.loss,

@@ -1,12 +1,16 @@
-"""The trainer callback that writes progress, metrics, samples and checkpoints to the database.
+"""The trainer callback that writes progress, metrics, samples, the hacking monitor's points
+and checkpoints to the database.
 
 It runs on the main process only. Every write is guarded by the job's lease: if the lease is
 gone (the job was reaped and may run elsewhere), :class:`app.core.jobs.LeaseLost` is raised, which
-stops training at once, without saving, so two runs never write the same job.
+stops training at once, without saving, so two runs never write the same job. A hacking
+warning, read from the job's stored monitor series, goes into the job log once, at the step
+it fires.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -15,12 +19,14 @@ import torch
 from PIL import Image
 from sqlalchemy.orm import Session
 
-from app.core import jobs, outputs
+from app.core import jobs, monitoring, outputs
 from app.core.db import Database
 from app.core.jobs import Lease, LeaseLost, LeaseStatus
 from app.core.settings import Settings
 from srpo.checkpoints import Checkpoint
 from srpo.train import Callback, Progress, Samples
+
+log = logging.getLogger(__name__)
 
 
 class StudioCallback(Callback):
@@ -69,7 +75,7 @@ class StudioCallback(Callback):
             save_png(image, path)
             saved.append((path, prompt, int(seed), (image.shape[-1], image.shape[-2])))
 
-        def work(session: Session) -> None:
+        def work(session: Session) -> dict | None:
             for path, prompt, seed, size in saved:
                 outputs.record_sample(
                     session,
@@ -82,8 +88,14 @@ class StudioCallback(Callback):
                     job_id=self.lease.job_id,
                     step=samples.step,
                 )
+            if jobs.lease_status(session, self.lease) is LeaseStatus.LOST:
+                raise LeaseLost(f"job {self.lease.job_id}: lease lost; stopping without saving")
+            monitoring.record_point(session, self.lease.job_id, samples.step, samples.metrics)
+            return monitoring.warning(session, self.lease.job_id)
 
-        self._write(work)
+        found = self.db.write(work, self.settings.db_retry_seconds)
+        if found is not None and found["step"] == samples.step:
+            log.warning("job %s: %s", self.lease.job_id, found["message"])
 
     def should_cancel(self) -> bool:
         status = self.db.write(

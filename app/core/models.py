@@ -256,6 +256,23 @@ class JobMetric(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class MonitorPoint(Base):
+    """The hacking monitor at one sample step: the training reward (its mean since the
+    previous sample step; None at the base model's step 0) beside the gold signal, and every
+    number the monitor measured on the fixed eval prompts and seeds (:mod:`srpo.monitor`)."""
+
+    __tablename__ = "monitor_points"
+    __table_args__ = (UniqueConstraint("job_id", "step"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    step: Mapped[int] = mapped_column(Integer)
+    train_reward: Mapped[float | None] = mapped_column(Float)
+    gold: Mapped[float | None] = mapped_column(Float)
+    metrics: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class Checkpoint(Base):
     """A verified checkpoint folder under the storage root (never deleted with its job)."""
 

@@ -1,6 +1,6 @@
 """The read side of jobs and checkpoints: what the REST API and the Train and Checkpoints
-tabs show, as plain JSON rows (jobs with queue position and progress, metrics, sample
-images, logs, checkpoints), and the checkpoint files a download may serve.
+tabs show, as plain JSON rows (jobs with queue position and progress, metrics, the hacking
+monitor, sample images, logs, checkpoints), and the checkpoint files a download may serve.
 
 Nothing here writes; the writes are :mod:`app.core.jobs` (state) and
 :mod:`app.core.outputs` (what runs produce).
@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.core import jobs
+from app.core import jobs, monitoring
 from app.core.errors import NotFound
 from app.core.models import Checkpoint, Job, JobMetric, JobRun, SampleImage
 from app.core.settings import Settings
@@ -46,6 +46,11 @@ def job_row(session: Session, job: Job) -> dict[str, Any]:
         "created_at": job.created_at.isoformat(),
         "finished_at": job.finished_at.isoformat() if job.finished_at else None,
     }
+
+
+def job_detail(session: Session, job: Job) -> dict[str, Any]:
+    """One job's row with its hacking monitor (gold signal, series per sample step, warning)."""
+    return job_row(session, job) | {"monitor": monitoring.job_monitor(session, job)}
 
 
 def job_rows(session: Session, limit: int = 100) -> list[dict[str, Any]]:
@@ -117,7 +122,8 @@ def checkpoint(session: Session, checkpoint_id: int) -> Checkpoint:
 
 
 def checkpoint_row(session: Session, found: Checkpoint) -> dict[str, Any]:
-    """A checkpoint as plain JSON values, with the training reward at its step."""
+    """A checkpoint as plain JSON values, with the training reward at its step and the
+    hacking monitor there (gold signal, drift from the first sample step)."""
     job = session.get(Job, found.job_id)
     reward = session.scalar(
         select(JobMetric.reward_mean).where(
@@ -134,6 +140,7 @@ def checkpoint_row(session: Session, found: Checkpoint) -> dict[str, Any]:
         "size_bytes": found.size_bytes,
         "sha256": found.sha256,
         "train_reward": reward,
+        "monitor": monitoring.checkpoint_monitor(session, found.job_id, found.step),
         "created_at": found.created_at.isoformat(),
         "download_url": f"/api/v1/checkpoints/{found.id}/download",
     }

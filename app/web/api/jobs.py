@@ -1,4 +1,5 @@
-"""``/api/v1/jobs``: submit (through the core's one submission path), list, cancel, metrics, log.
+"""``/api/v1/jobs``: submit (through the core's one submission path), list, cancel, metrics,
+the hacking monitor, log.
 
 Who may cancel a job or read its log follows :mod:`app.core.access` (``SRPO_JOB_SHARING``);
 non-admins see a failed job's message, admins its full log.
@@ -12,7 +13,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, Field
 
-from app.core import access, jobs, reads, submission
+from app.core import access, jobs, monitoring, reads, submission
 from app.core.models import Role
 from app.web.api.deps import Id, State, Trainer
 from app.web.auth import Principal
@@ -63,10 +64,10 @@ def list_jobs(who: Trainer, state: State, limit: int = Query(100, ge=1, le=1000)
         return [_row(state, who, row) for row in reads.job_rows(session, limit)]
 
 
-@router.get("/jobs/{job_id}", summary="one job")
+@router.get("/jobs/{job_id}", summary="one job, with its hacking monitor")
 def get_job(job_id: Id, who: Trainer, state: State) -> dict[str, Any]:
     with state.db.session() as session:
-        return _row(state, who, reads.job_row(session, jobs.get(session, job_id)))
+        return _row(state, who, reads.job_detail(session, jobs.get(session, job_id)))
 
 
 @router.post("/jobs/{job_id}/cancel", summary="cancel a queued job or stop a running one")
@@ -81,6 +82,15 @@ def job_metrics(job_id: Id, _: Trainer, state: State) -> list[dict[str, float]]:
     with state.db.session() as session:
         jobs.get(session, job_id)
         return reads.metrics(session, job_id)
+
+
+@router.get(
+    "/jobs/{job_id}/monitor",
+    summary="the gold signal beside the training reward at every sample step, and the warning",
+)
+def job_monitor(job_id: Id, _: Trainer, state: State) -> dict[str, Any]:
+    with state.db.session() as session:
+        return monitoring.job_monitor(session, jobs.get(session, job_id))
 
 
 @router.get(

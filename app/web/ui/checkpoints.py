@@ -1,4 +1,4 @@
-"""Checkpoints tab: steps, rewards, judged metrics, downloads, model cards, loading snippets.
+"""Checkpoints tab: steps, rewards, hack drift, judged metrics, downloads, model cards, loading snippets.
 
 Handlers: :func:`show`, :func:`evaluate` and :func:`refresh`. The rows are the core's
 (:mod:`app.core.reads`), evaluations are stored by :mod:`app.core.evaluations`, the card and
@@ -23,8 +23,14 @@ EVAL_PROMPTS = 16
 JUDGED = ("prompt_fidelity", "judged_positive_rate", "judged_negative_rate")
 
 
+def _rounded(value: float | None) -> float | str:
+    return "" if value is None else round(value, 4)
+
+
 def checkpoint_table(studio: Studio) -> pd.DataFrame:
-    """Every checkpoint with its training reward and, once evaluated, judged metrics."""
+    """Every checkpoint with its training reward, the hacking monitor's gold change and hack
+    drift from the first sample step (at the newest sample step by the checkpoint's), and,
+    once evaluated, judged metrics."""
     with studio.db.session() as session:
         rows = reads.checkpoint_rows(session)
         arena = {r["id"]: arena_results.checkpoint_arena(session, r["id"]) for r in rows}
@@ -32,6 +38,7 @@ def checkpoint_table(studio: Studio) -> pd.DataFrame:
     for r in rows:
         evaluation = load_evaluation(studio.settings, r["id"]) or {}
         tuned = evaluation.get("finetuned", {})
+        watched = r["monitor"] or {}
         wins = "; ".join(
             f"{a['criterion']} {a['rate']:.0%} ({a['n']})" for a in arena[r["id"]] if a["n"]
         )
@@ -43,6 +50,8 @@ def checkpoint_table(studio: Studio) -> pd.DataFrame:
                 "format": r["format"],
                 "MB": round(r["size_bytes"] / 2**20, 2),
                 "train reward": round(r["train_reward"], 4) if r["train_reward"] else "",
+                "gold Δ": _rounded(watched.get("gold_change")),
+                "hack drift": _rounded(watched.get("hack_drift")),
                 "eval reward": round(tuned["reward"], 4) if "reward" in tuned else "",
                 **{k.replace("_", " "): round(tuned[k], 3) if k in tuned else "" for k in JUDGED},
                 "arena": wins,

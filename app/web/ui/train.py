@@ -20,6 +20,7 @@ from app.core import jobs, reads, submission
 from app.core.errors import BrokerUnavailable, StudioError
 from app.core.models import RewardPreset, Role
 from app.web.context import Studio
+from app.web.ui import train_monitor
 from app.web.ui.common import (
     Refresh,
     bind,
@@ -353,6 +354,7 @@ def build(studio: Studio) -> Refresh:
             with gr.Row():
                 reward_plot = gr.LinePlot(x="step", y="reward", label="Reward (mean)", height=220)
                 loss_plot = gr.LinePlot(x="step", y="loss", label="Loss", height=220)
+            hacking = train_monitor.build()
             step = gr.Slider(0, 1, value=0, step=1, label="Sample step (0 = base model)")
             grid = gr.Gallery(label="Fixed-seed samples", columns=4, height="auto")
             log_box = gr.Textbox(label="Job log", lines=10, max_lines=20, autoscroll=True)
@@ -384,4 +386,5 @@ def build(studio: Studio) -> Refresh:
     step.release(bind(show_samples, studio), [job, step], [grid], api_name="train_samples")
     cancel_button.click(bind(cancel, studio), [job], [table], api_name="train_cancel")
     timer.tick(bind(tick, studio), [job, seen], [table, *job_outputs], show_progress="hidden")
+    train_monitor.wire(studio, hacking, job, timer)
     return bind(refresh, studio), [reward_preset, job, verdict]
