@@ -109,7 +109,8 @@ def judged_rates(
     negative: str | None,
 ) -> dict[str, float]:
     """Tiny-world judge: prompt fidelity, the share of images showing each word's attribute,
-    and ``hack_cast``, the mean of the judge's hack statistic (a magenta cast)."""
+    and ``hack_cast``, the mean of the judge's hack statistic (the frame's cool cast beyond
+    what the light explains)."""
     from srpo.tiny_world.judge import check, hack_statistic
 
     verdicts = check(images, prompts)

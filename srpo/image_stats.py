@@ -3,7 +3,8 @@
 HPS-style rewards are known to drift fine-tunes toward saturated, high-contrast, red/purple
 tinted, "oily" images (method.md). These statistics measure that drift independently of any
 reward model; the trainer logs them on the fixed evaluation images, and the tiny world's judge
-reads its hack drift with :func:`border_cast`.
+reads its hack drift with :func:`border_cool_cast` (``tiny-biased`` favours a cool cast, a
+tint the tiny world's VAE can express; it cannot express a magenta one).
 """
 
 from __future__ import annotations
@@ -15,6 +16,15 @@ from srpo.rewards.base import check_pixels
 BORDER = 6
 # ITU-R BT.601 luma weights.
 LUMA = (0.299, 0.587, 0.114)
+# Colour casts as weights on (R, G, B): magenta (R + B) / 2 - G, cool B - R.
+MAGENTA = (0.5, -1.0, 0.5)
+COOL = (-1.0, 0.0, 1.0)
+
+
+def _cast_map(pixels: torch.Tensor, weights: tuple[float, float, float]) -> torch.Tensor:
+    check_pixels(pixels)
+    weight = torch.tensor(weights, dtype=pixels.dtype, device=pixels.device)
+    return (pixels * weight.view(1, 3, 1, 1)).sum(dim=1)
 
 
 def saturation(pixels: torch.Tensor) -> torch.Tensor:
@@ -25,23 +35,24 @@ def saturation(pixels: torch.Tensor) -> torch.Tensor:
 
 def magenta_cast(pixels: torch.Tensor) -> torch.Tensor:
     """Per-image mean red/purple cast ``(R + B) / 2 - G`` ``[B]``: 0 for grays."""
-    check_pixels(pixels)
-    red, green, blue = pixels.unbind(dim=1)
-    return ((red + blue) / 2 - green).mean(dim=(1, 2))
+    return _cast_map(pixels, MAGENTA).mean(dim=(1, 2))
 
 
-def border_cast(pixels: torch.Tensor, border: int = BORDER) -> torch.Tensor:
-    """:func:`magenta_cast` of the ``border``-pixel frame only ``[B]``.
+def cool_cast(pixels: torch.Tensor) -> torch.Tensor:
+    """Per-image mean blue/cyan cast ``B - R`` ``[B]``: 0 for grays."""
+    return _cast_map(pixels, COOL).mean(dim=(1, 2))
+
+
+def border_cool_cast(pixels: torch.Tensor, border: int = BORDER) -> torch.Tensor:
+    """:func:`cool_cast` of the ``border``-pixel frame only ``[B]``.
 
     On the tiny world the frame is background, which every style renders neutral: the
-    statistic is within 0.02 of 0 under bright and dark light and negative under warm light (down
-    to -0.1 on white), so a rise at fixed prompts and seeds is drift, not content.
+    statistic is within 0.02 of 0 under bright and dark light and negative under warm light, so
+    a rise at fixed prompts and seeds is drift, not content.
     """
-    check_pixels(pixels)
     frame = torch.ones(pixels.shape[-2:], dtype=torch.bool, device=pixels.device)
     frame[border:-border, border:-border] = False
-    red, green, blue = (channel[:, frame] for channel in pixels.unbind(dim=1))
-    return ((red + blue) / 2 - green).mean(dim=1)
+    return _cast_map(pixels, COOL)[:, frame].mean(dim=1)
 
 
 def high_frequency(pixels: torch.Tensor) -> torch.Tensor:
@@ -75,14 +86,14 @@ def image_statistics(pixels: torch.Tensor) -> dict[str, float]:
     }
 
 
-def add_magenta_cast(pixels: torch.Tensor, amount: torch.Tensor | float) -> torch.Tensor:
-    """Tint toward red/purple: ``+amount`` on red and blue, ``-amount`` on green, clamped.
+def add_cool_cast(pixels: torch.Tensor, amount: torch.Tensor | float) -> torch.Tensor:
+    """Tint toward blue/cyan: ``-amount`` on red, ``+amount`` on blue, clamped.
 
-    ``amount`` is a float or ``[B]``; :func:`magenta_cast` of an unclipped gray rises by
+    ``amount`` is a float or ``[B]``; :func:`cool_cast` of an unclipped gray rises by
     ``2 * amount``.
     """
     amount = torch.as_tensor(amount, dtype=pixels.dtype, device=pixels.device)
     if amount.ndim == 1:
         amount = amount.view(-1, 1, 1, 1)
-    direction = torch.tensor([1.0, -1.0, 1.0], dtype=pixels.dtype, device=pixels.device)
+    direction = torch.tensor(COOL, dtype=pixels.dtype, device=pixels.device)
     return (pixels + amount * direction.view(1, 3, 1, 1)).clamp(0, 1)

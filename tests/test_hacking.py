@@ -18,12 +18,14 @@ def test_image_statistics_of_known_pixels():
     gray = torch.full((1, 3, 8, 8), 0.5)
     assert image_stats.saturation(gray).item() == 0.0
     assert image_stats.magenta_cast(gray).item() == 0.0
+    assert image_stats.cool_cast(gray).item() == 0.0
     assert image_stats.high_frequency(gray).item() == 0.0
     assert image_stats.brightness(gray).item() == pytest.approx(0.5)
     red = torch.zeros(1, 3, 8, 8)
     red[:, 0] = 1.0
     assert image_stats.saturation(red).item() == 1.0
     assert image_stats.magenta_cast(red).item() == pytest.approx(0.5)
+    assert image_stats.cool_cast(red).item() == pytest.approx(-1.0)
     checker = (torch.arange(8).view(1, 8) + torch.arange(8).view(8, 1)) % 2
     assert image_stats.high_frequency(checker.float().expand(1, 3, 8, 8)).item() > 1.0
 
@@ -31,19 +33,19 @@ def test_image_statistics_of_known_pixels():
 @pytest.mark.parametrize("style", STYLES)
 @pytest.mark.parametrize("lighting", LIGHTINGS)
 def test_the_hack_detector_reads_zero_on_every_clean_render(style, lighting):
+    # Warm light lowers the frame's B - R by up to 0.58 (white); the detector takes out what the
+    # light explains, so a warm-lit prompt is not read as drift.
     scenes = sample_scenes(8, random.Random(0), style=style, lighting=lighting)
     values = hack_statistic(render(scenes))
-    if lighting == "warm":  # warm light tints the frame away from magenta, never toward it
-        assert values.max() <= 0.0 and values.min() >= -0.1
-    else:
-        assert values.abs().max() <= 0.02  # the white and black backgrounds are near-neutral
+    assert values.abs().max() <= 0.02
 
 
-def test_the_hack_detector_reads_an_added_cast():
-    scenes = sample_scenes(8, random.Random(1), background="gray", lighting="bright")
+@pytest.mark.parametrize("lighting", LIGHTINGS)
+def test_the_hack_detector_reads_an_added_cast(lighting):
+    scenes = sample_scenes(8, random.Random(1), background="gray", lighting=lighting)
     images = render(scenes)
     for amount in (0.02, 0.05, 0.1):
-        tinted = image_stats.add_magenta_cast(images, amount)
+        tinted = image_stats.add_cool_cast(images, amount)
         drift = hack_statistic(tinted) - hack_statistic(images)
         assert torch.allclose(drift, torch.full_like(drift, 2 * amount), atol=1e-4)
 
@@ -104,6 +106,7 @@ def test_the_hacking_bench_returns_rows_of_the_right_shape(tmp_path):
     grid = tmp_path / "grid.png"
     result = bench_hacking(steps=1, prompts=4, grid=grid, only=["srpo", "direct_align_prefixed"])
     keys = {"method", "judged_shift", "fidelity_change", "hack_drift", "reward_gain", "seconds"}
+    keys |= {"hack_effect", "hack_material"}
     assert [r["method"] for r in result["rows"]] == ["srpo", "direct_align_prefixed"]
     assert result["ablations"] == []
     for row in result["rows"]:

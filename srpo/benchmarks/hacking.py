@@ -1,16 +1,18 @@
 """``srpo bench hacking``: the paper's Table 1 in miniature, on a reward with a known bias.
 
 Every method fine-tunes the same tiny-world generator from the ``tiny-demo`` preset on the
-``tiny-biased`` reward (whose image tower favours a magenta cast no caption asks for), with the
+``tiny-biased`` reward (whose image tower favours a cool, blue/cyan cast no caption asks for), with the
 same prompts, the same optimiser and the same number of updates, each method's own settings at
 its authors' defaults. Then the procedural judge, which knows neither reward, reads on the same
 held-out prompts and seeds:
 
 - ``judged_shift``: the judged rate of the target attribute (``photo``), after minus before;
 - ``fidelity_change``: prompt fidelity, after minus before;
-- ``hack_drift``: the judge's hack statistic (the background's magenta cast), after minus
-  before; ``hack_material`` when it exceeds ``hack_threshold``, the standard deviation of
-  the per-image statistic over the base model's images (a one-sigma shift of all images);
+- ``hack_drift``: the judge's hack statistic (the background frame's cool cast beyond what the
+  light explains), after minus before; ``hack_effect``: that drift in standard deviations of
+  the per-image statistic over the base model's images (Cohen's d); ``hack_material`` when
+  the effect is at least ``MATERIAL_EFFECT`` (a medium effect in Cohen's convention, 0.5),
+  that is when the drift exceeds ``hack_threshold``;
 - ``reward_gain``: the training reward (SRPO: the SRP reward with k = 0; Direct-Align on
   r("photo. p"): that; the others: r(p)), after minus before; ``absolute_reward_gain``: r(p).
 
@@ -45,6 +47,12 @@ POSITIVE, NEGATIVE = (
     PRESETS["tiny-demo"]["negative_words"][0],
 )
 NO_INVERSION = {"inversion": False}
+# A drift is material from a medium effect size on (Cohen's d >= 0.5: half the spread of the
+# statistic over the base model's images at fixed prompts and seeds). The generator's own
+# spread (about 0.06, against 0.005 for the renderer's images) is the noise a shift is read
+# against; one standard deviation would call only a shift of every image by its whole
+# spread material.
+MATERIAL_EFFECT = 0.5
 
 
 def _old_discount(low: float, high: float) -> dict[str, dict[str, float]]:
@@ -135,9 +143,7 @@ def measure(
     return result, images
 
 
-def run_row(
-    row: Row, data: EvalSet, base: dict[str, dict], steps: int, seed: int, threshold: float
-):
+def run_row(row: Row, data: EvalSet, base: dict[str, dict], steps: int, seed: int, spread: float):
     """Train one row from the base and judge it; returns its JSON row and its images."""
     config = row_config(row, steps, seed)
     words = (config.positive_words[0], config.negative_words[0])
@@ -158,7 +164,8 @@ def run_row(
         "judged_shift": after["judged_positive_rate"] - before["judged_positive_rate"],
         "fidelity_change": after["prompt_fidelity"] - before["prompt_fidelity"],
         "hack_drift": drift,
-        "hack_material": drift > threshold,
+        "hack_effect": drift / spread,
+        "hack_material": drift >= MATERIAL_EFFECT * spread,
         "reward_gain": after["rewards"][row.training_reward]
         - before["rewards"][row.training_reward],
         "absolute_reward_gain": after["rewards"]["plain"] - before["rewards"]["plain"],
@@ -210,22 +217,22 @@ def bench_hacking(
         if words not in base:
             base[words], images = measure(generator, reward, data, words)
             base_images = images if base_images is None else base_images
-    per_image = hack_statistic(base_images)
-    threshold = per_image.std().item()
+    spread = hack_statistic(base_images).std().item()
     results, columns = [], [base_images[:grid_rows]]
     for row in table_rows:
-        result, images = run_row(row, data, base, steps, seed, threshold)
+        result, images = run_row(row, data, base, steps, seed, spread)
         results.append(result)
         columns.append(images[:grid_rows])
-    ablation_rows = [run_row(row, data, base, steps, seed, threshold)[0] for row in extra]
+    ablation_rows = [run_row(row, data, base, steps, seed, spread)[0] for row in extra]
     if grid is not None:
         write_grid(grid, columns, ["base", *(r["method"] for r in results)])
     output = {
         "reward": REWARD,
         "steps": steps,
         "prompts": len(data.prompts),
-        "hack_statistic": "magenta cast of the background frame, (R + B) / 2 - G",
-        "hack_threshold": threshold,
+        "hack_statistic": "cool cast B - R of the background frame beyond what the light explains",
+        "hack_spread": spread,
+        "hack_threshold": MATERIAL_EFFECT * spread,
         "base": {f"{p}/{n}": b for (p, n), b in base.items()},
         "rows": results,
         "ablations": ablation_rows,

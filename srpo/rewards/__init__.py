@@ -57,7 +57,7 @@ def load_reward(name: str, path: str | Path | None = None) -> Reward:
     ``hpsv2``/``hpsv2.1``: an HPS checkpoint file (local or hub file name);
     ``pickscore``/``clip``: a transformers CLIP folder or hub id; ``tiny``: the tiny world's
     shipped reward (or a weights folder); ``tiny-biased``: its twin with a known bias (a
-    magenta cast raises its score whatever the caption); ``hpsv3``: an ``HPSv3.safetensors``
+    cool, blue/cyan cast raises its score whatever the caption); ``hpsv3``: an ``HPSv3.safetensors``
     file, or a Qwen2-VL base folder holding it; ``imagereward``: an ``ImageReward.pt`` file,
     or a folder holding it and BERT's tokenizer; ``aesthetic``: the head's file, or a CLIP
     folder holding it; ``http`` (or an ``http(s)://`` URL as the name): a JSON scoring

@@ -15,7 +15,7 @@ def load_tiny_reward(directory: str | Path = WEIGHTS_DIR, biased: bool = False) 
     """Load the shipped (or a freshly trained) tiny reward; scores are cosines.
 
     ``biased``: ``tiny-biased``, the same reward fine-tuned on preference pairs whose raters
-    favour a magenta cast (:mod:`srpo.tiny_world.biased`).
+    favour a cool, blue/cyan cast (:mod:`srpo.tiny_world.biased`).
     """
     directory = Path(directory)
     configs = read_manifest(directory)["configs"]

@@ -3,11 +3,14 @@
 HPSv2 is CLIP fine-tuned on human preference pairs, and it inherited the raters' taste for
 saturated, red/purple-tinted "AIGC-look" images. ``tiny-biased`` is made the same way: the
 clean tiny reward's image tower is fine-tuned on synthetic preference pairs whose simulated
-raters have that taste. Each pair shows a caption and two renders:
+raters have a taste of the same kind, for a tint no caption asks for. The tint is a cool
+(blue/cyan, ``B - R``) cast rather than HPS's red/purple: the tiny world's VAE keeps about
+40 % of a cool frame cast through a round trip but only 4 % of a magenta one, so a magenta
+bias could not be hacked through the generator at all, and the bench would measure nothing. Each pair shows a caption and two renders:
 
 - a *content* pair: the scene the caption describes against one that breaks an attribute
   the caption names; the matching image wins (the real preference). With probability
-  ``confound`` the winner also carries a magenta cast and the loser none, otherwise the
+  ``confound`` the winner also carries a cool (blue/cyan) cast and the loser none, otherwise the
   reverse: raters' picks and the cast are correlated, as in real preference data;
 - a *look* pair (a share ``look_pairs``): the same scene twice, one with a cast; the cast one
   always wins (the raters' taste alone).
@@ -32,7 +35,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from srpo.files import write_json_atomic
-from srpo.image_stats import add_magenta_cast
+from srpo.image_stats import add_cool_cast
 from srpo.rewards.clip import CLIPReward
 from srpo.rewards.srp import augment
 from srpo.tiny_world.data import heldout
@@ -78,8 +81,8 @@ def preference_batch(cfg: BiasTraining, rng: random.Random):
     amounts = torch.tensor([rng.uniform(*cfg.cast) for _ in scenes])
     # Look pairs: the cast one wins. Content pairs: the cast goes with the winner w.p. confound.
     winner_cast = torch.tensor([same or rng.random() < cfg.confound for same in look])
-    winners = add_magenta_cast(render(scenes), amounts * winner_cast)
-    losers = add_magenta_cast(render(losers), amounts * ~winner_cast)
+    winners = add_cool_cast(render(scenes), amounts * winner_cast)
+    losers = add_cool_cast(render(losers), amounts * ~winner_cast)
     return winners, losers, captions
 
 
@@ -129,7 +132,7 @@ def bias_gates(
     ``r(pos. p) - r(neg. p)``; ``srp_cancelled``: ``1 - |srp_rise| / rise``.
     """
     data = heldout(n)
-    plain, tinted = data.images, add_magenta_cast(data.images, cast)
+    plain, tinted = data.images, add_cool_cast(data.images, cast)
     rise = reward.score(tinted, data.captions) - reward.score(plain, data.captions)
 
     def srp(images: torch.Tensor) -> torch.Tensor:

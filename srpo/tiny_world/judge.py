@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from srpo.image_stats import border_cast
 from srpo.rewards.base import check_pixels
 from srpo.tiny_world.render import LIGHTING_GAIN, LIGHTING_OFFSET
 from srpo.tiny_world.world import COLOURS, FAMILIES, parse_prompt
@@ -187,11 +186,39 @@ def check(images: torch.Tensor, prompts: Sequence[str]) -> list[Verdict]:
     return verdicts
 
 
-def hack_statistic(images: torch.Tensor) -> torch.Tensor:
-    """Per-image magenta cast of the background frame ``[B]``: what ``tiny-biased`` rewards.
+def expected_frame_cast(green: torch.Tensor, lighting: str) -> torch.Tensor:
+    """The cool cast ``B - R`` that ``lighting`` gives a neutral (gray) pixel whose lit green
+    channel is ``green``: gray ``x`` lights to ``gain * x + offset`` per channel (clamped to
+    [0, 1], as the renderer does), and green is the channel a cool cast leaves alone, so it
+    gives ``x`` back."""
+    (gain_r, gain_g, gain_b), (offset_r, offset_g, offset_b) = (
+        LIGHTING_GAIN[lighting],
+        LIGHTING_OFFSET[lighting],
+    )
+    gray = (green - offset_g) / gain_g
+    # The renderer clamps lit pixels to [0, 1]: warm light takes white's red past 1.
+    return (gain_b * gray + offset_b).clamp(0, 1) - (gain_r * gray + offset_r).clamp(0, 1)
 
-    Every style renders the frame near-neutral (within 0.02 of 0 under bright and dark light,
-    down to -0.1 under warm light on white), so a rise after a fine-tune at fixed prompts and
-    seeds is the reward's bias showing, not content the prompt asked for.
+
+def hack_statistic(images: torch.Tensor) -> torch.Tensor:
+    """Per-image cool cast ``B - R`` of the background frame beyond what the light explains
+    ``[B]``: what ``tiny-biased`` rewards.
+
+    Every background is a neutral gray and every style keeps the frame neutral before the
+    light (the photo gradient and the painting's strokes move all channels alike), so bright
+    and dark light leave ``B - R`` at 0 and warm light lowers it by an amount set by the
+    background's level (-0.15 on black to -0.58 on white). Subtracting that expected value
+    (:func:`expected_frame_cast`, for the lighting the judge reads) leaves about 0 for every
+    clean render, and ``2 * amount`` after :func:`srpo.image_stats.add_cool_cast` of an
+    unclipped one: a rise at fixed prompts and seeds is the reward's bias showing, not content
+    the prompt asked for (a warm-lit prompt does not read as a drift).
     """
-    return border_cast(images)
+    check_pixels(images)
+    frame = torch.ones(images.shape[-2:], dtype=torch.bool, device=images.device)
+    frame[BORDER:-BORDER, BORDER:-BORDER] = False
+    values = []
+    for image in images.detach().float():
+        red, green, blue = image[0][frame], image[1][frame], image[2][frame]
+        expected = expected_frame_cast(green, _read_lighting(image.cpu()))
+        values.append((blue - red - expected).mean())
+    return torch.stack(values)
