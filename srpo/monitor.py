@@ -18,9 +18,12 @@ shows per checkpoint).
 from __future__ import annotations
 
 import itertools
+import json
 import logging
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
@@ -54,8 +57,6 @@ HPS_FAMILY = frozenset({"hps", "hpsv2", "hpsv2.1"})
 # A drift of the statistic this far from step 0 is material: for the tiny world's hack cast,
 # one standard deviation of the base model's per-image values (0.0268, ``srpo bench hacking``).
 DRIFT_THRESHOLD = {"hack_cast": 0.027, "magenta_cast": 0.027, "saturation": 0.05}
-
-
 # The statistic the studio calls a run's hack drift, first present wins: the judge's cast on
 # the tiny world, the image statistics' red/purple cast elsewhere.
 HACK_DRIFT = ("hack_cast", "magenta_cast", "saturation")
@@ -235,9 +236,13 @@ class GoldMonitor:
     weights on this machine), the run goes on with the image statistics alone and says so in
     ``unavailable`` (and in the log). :meth:`observe` takes every update's mean reward; a
     sample step's ``train_reward`` is their mean since the previous sample step.
+
+    With a ``record`` file (JSON lines, one point per sample step) the series survives a
+    resume: it is read back on start, so the drift and the warning keep step 0 as their base,
+    and a step the resumed run measures again replaces the one it left.
     """
 
-    def __init__(self, config: TrainConfig) -> None:
+    def __init__(self, config: TrainConfig, record: Path | None = None) -> None:
         self.config = config
         self.judge = config.model == "tiny"
         self.positive = config.positive_words[0] if config.positive_words else None
@@ -246,7 +251,8 @@ class GoldMonitor:
         self.held_out: TextImageReward | None = None
         self.unavailable: str | None = None
         self.rewards: list[float] = []
-        self.points: list[Point] = []
+        self.record = record
+        self.points: list[Point] = read_points(record) if record and record.is_file() else []
 
     def observe(self, reward: float) -> None:
         """One update's mean training reward."""
@@ -274,5 +280,25 @@ class GoldMonitor:
         self.rewards = []
         if reward is not None:
             metrics["train_reward"] = reward
-        self.points.append(Point(step, reward, metrics))
+        self.points = [p for p in self.points if p.step < step] + [Point(step, reward, metrics)]
+        if self.record is not None:
+            write_points(self.record, self.points)
         return metrics, hacking_warning(self.points)
+
+    def drift(self) -> dict[str, float]:
+        """The newest sample step's :func:`drifts` from the first one."""
+        return drifts(self.points[0].metrics, self.points[-1].metrics) if self.points else {}
+
+
+def read_points(path: Path) -> list[Point]:
+    """A run's monitor series from its JSON-lines record."""
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [Point(row["step"], row["reward"], row["metrics"]) for row in rows]
+
+
+def write_points(path: Path, points: Sequence[Point]) -> None:
+    """Write the series as JSON lines, atomically (a crash never leaves half a record)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("".join(json.dumps(vars(p)) + "\n" for p in points))
+    os.replace(tmp, path)

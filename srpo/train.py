@@ -273,7 +273,7 @@ class RunReporter:
     callbacks: Sequence[Callback]
 
     def __post_init__(self) -> None:
-        self.monitor = GoldMonitor(self.config)
+        self.monitor = GoldMonitor(self.config, self.output / "samples" / "monitor.jsonl")
 
     def progress(self, progress: Progress) -> None:
         self.monitor.observe(progress.reward_mean)
@@ -304,7 +304,9 @@ class RunReporter:
         labelled_grid(images, labels, title=f"step {step}").save(path)
         metrics, warning = self.monitor.measure(step, images, texts)
         if self.config.tensorboard:
-            self.accelerator.log({f"monitor/{k}": v for k, v in metrics.items()}, step=step)
+            scalars = {f"monitor/{k}": v for k, v in metrics.items()}
+            scalars |= {f"monitor/drift/{k}": v for k, v in self.monitor.drift().items()}
+            self.accelerator.log(scalars, step=step)
         for callback in self.callbacks:
             callback.on_samples(Samples(step, images, texts, seeds, path, metrics, warning))
 

@@ -16,6 +16,7 @@ from app.core import jobs, monitoring, reads
 from app.core.models import Job, Role
 from app.web.factory import create_app
 from app.web.ui import checkpoints, train_monitor
+from srpo import image_stats
 from srpo.config import ConfigError, make_config, preset
 from srpo.monitor import GoldMonitor, held_out_reward_name, monitor_name
 from srpo.train import Samples
@@ -79,6 +80,22 @@ def test_a_sample_step_logs_the_mean_training_reward_since_the_last_one():
         monitor.observe(reward)
     later, _ = monitor.measure(3, images, ["a red circle"])
     assert later["train_reward"] == pytest.approx(0.3) and monitor.points[1].reward == 0.3
+
+
+def test_a_resumed_run_keeps_its_monitor_series_and_its_base(tmp_path):
+    record = tmp_path / "samples" / "monitor.jsonl"
+    gray = torch.full((1, 3, 64, 64), 0.5)
+    first = GoldMonitor(preset("tiny-demo"), record)
+    first.measure(0, gray, ["a red circle"])
+    first.observe(0.1)
+    first.measure(2, gray, ["a red circle"])
+    resumed = GoldMonitor(preset("tiny-demo"), record)
+    assert [p.step for p in resumed.points] == [0, 2] and resumed.points[0].reward is None
+    resumed.observe(0.3)
+    tinted = image_stats.add_magenta_cast(gray, 0.05)
+    resumed.measure(2, tinted, ["a red circle"])  # the step it died after, measured again
+    assert [p.step for p in resumed.points] == [0, 2] and resumed.points[1].reward == 0.3
+    assert resumed.drift()["magenta_cast"] == pytest.approx(0.1, abs=1e-4)
 
 
 @pytest.fixture(scope="module")

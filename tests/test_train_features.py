@@ -128,7 +128,9 @@ def test_tensorboard_logs_the_monitor_at_sample_steps(smoke_world, tmp_path):
     events = EventAccumulator(str(folder))
     events.Reload()
     assert [e.step for e in events.Scalars("monitor/hack_cast")] == [0, 1, 2]
-    assert "monitor/gold" in events.Tags()["scalars"]
+    assert {"monitor/gold", "monitor/drift/hack_cast"} <= set(events.Tags()["scalars"])
+    # the training reward beside it, from the first trained sample step on
+    assert [e.step for e in events.Scalars("monitor/train_reward")] == [1, 2]
 
 
 def test_tensorboard_logs_every_update(smoke_world, tmp_path):

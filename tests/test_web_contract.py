@@ -36,6 +36,7 @@ STUDIO_ENDPOINTS = {
     "/train_job",
     "/train_samples",
     "/train_cancel",
+    "/train_monitor",
     "/arena_create",
     "/arena_next",
     "/vote_left",

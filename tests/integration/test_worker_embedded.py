@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import select
 
-from app.core import arena, dispatch, jobs, storage, submission
+from app.core import arena, dispatch, jobs, monitoring, storage, submission
 from app.core.db import Database
 from app.core.dispatch import GRID_TASK, PAIRS_TASK
 from app.core.errors import Conflict
@@ -117,6 +117,10 @@ def test_a_tiny_job_trains_and_writes_everything(embedded, finished_job) -> None
             assert set(checkpoint.files) >= {checkpoint.weights_file, "optimizer.pt"}
         samples = session.scalars(select(SampleImage).where(SampleImage.job_id == job.id)).all()
         assert sorted({s.step for s in samples}) == [0, 2, 4]
+        watched = monitoring.points(session, job.id)
+        assert [p.step for p in watched] == [0, 2, 4] and watched[0].reward is None
+        assert all(p.reward is not None for p in watched[1:])
+        assert all({"gold", "hack_cast", "saturation"} <= set(p.metrics) for p in watched)
         assert all(storage.resolve(settings.storage, s.path).is_file() for s in samples)
         (run,) = job.runs
         log = storage.resolve(settings.storage, run.log_path).read_text()
