@@ -35,8 +35,12 @@ RATER_PATHS = {"/", "/logout", "/api/v1/me", "/api/v1/votes"}
 RATER_PREFIXES = ("/rate/", "/api/v1/rate/", "/static/")
 ADMIN_PREFIXES = ("/api/v1/users",)
 BAD_PATH_PARTS = ("/../", "/./", "//", "\\", "\x00")
-# Gradio opens an upload route in every app; these apps have no upload component.
-CLOSED_PATHS = ("/rate/gradio_api/upload",)
+# Gradio opens its upload routes in every app. The raters' app has no component that takes
+# a file, so it takes no file at all; no app records the screen, and process_recording
+# would run ffmpeg on whatever it is sent.
+CLOSED_PATHS = ("/rate/gradio_api/upload", "/rate/gradio_api/process_recording")
+CLOSED_SUFFIXES = ("/gradio_api/process_recording",)
+NO_FILES_PREFIXES = ("/rate/",)
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -166,46 +170,12 @@ class Authenticator:
             self._cache.clear()
 
 
-class LoginGuard:
-    """Login rate limits: per user name and per address, with exponential backoff after
-    ``free_failures`` failures (capped at ``max_lockout`` seconds), and at most
-    ``concurrency`` password checks at once, so a flood of wrong logins can neither guess
-    a password nor starve real sign-ins of CPU. State is per process, in memory."""
-
-    def __init__(self, free_failures: int, max_lockout: float, concurrency: int) -> None:
-        self.free_failures = free_failures
-        self.max_lockout = max_lockout
-        self.slots = threading.BoundedSemaphore(concurrency)
-        self._failures: dict[str, tuple[int, float]] = {}
-        self._lock = threading.Lock()
-
-    @staticmethod
-    def keys(username: str, address: str) -> tuple[str, str]:
-        """The counters a login attempt touches."""
-        return "u:" + username.strip().lower()[:64], "a:" + address
-
-    def retry_after(self, keys: tuple[str, ...]) -> float:
-        """Seconds until these counters allow another attempt (0: now)."""
-        now = time.monotonic()
-        with self._lock:
-            return max((self._failures.get(k, (0, 0.0))[1] - now for k in keys), default=0.0)
-
-    def failed(self, keys: tuple[str, ...]) -> None:
-        """Count a failed attempt; past the free ones, lock for 1, 2, 4, ... seconds."""
-        now = time.monotonic()
-        with self._lock:
-            if len(self._failures) > 100_000:
-                self._failures = {k: v for k, v in self._failures.items() if v[1] > now}
-            for key in keys:
-                count = self._failures.get(key, (0, 0.0))[0] + 1
-                over = count - self.free_failures
-                wait = min(self.max_lockout, 2.0 ** (over - 1)) if over > 0 else 0.0
-                self._failures[key] = (count, now + wait)
-
-    def succeeded(self, keys: tuple[str, ...]) -> None:
-        """Forget the failures of a user who signed in (the address keeps its count)."""
-        with self._lock:
-            self._failures.pop(keys[0], None)
+def takes_no_files(path: str, headers: dict[str, str]) -> bool:
+    """Whether a request would hand files to a route of an app with no upload component."""
+    if path.startswith(CLOSED_PATHS) or path.rstrip("/").endswith(CLOSED_SUFFIXES):
+        return True
+    multipart = headers.get("content-type", "").lower().startswith("multipart/")
+    return multipart and path.startswith(NO_FILES_PREFIXES)
 
 
 def _headers(scope: Scope) -> dict[str, str]:
@@ -255,7 +225,7 @@ class AuthMiddleware:
         if not principal.may(needed_role(path)):
             await self._refuse(scope, receive, send, 403, "your role may not use this")
             return
-        if path.startswith(CLOSED_PATHS):
+        if takes_no_files(path, headers):
             await self._refuse(scope, receive, send, 403, "this app takes no uploads")
             return
         scope[PRINCIPAL_KEY] = principal

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+from pathlib import Path
 
 import gradio as gr
 from fastapi import FastAPI, Request
@@ -14,13 +16,21 @@ from app.core.errors import StudioError, TooMany
 from app.core.settings import Settings, get_settings
 from app.core.startup import prepare
 from app.web import api, pages
-from app.web.auth import Authenticator, AuthMiddleware, LoginGuard, Principal
+from app.web.auth import Authenticator, AuthMiddleware, Principal
 from app.web.context import Studio
-from app.web.pages import STATIC
+from app.web.pages import DOCS_ASSETS, STATIC, SWAGGER_UI
 from app.web.security import SecurityMiddleware
+from app.web.throttle import LoginGuard
 
 log = logging.getLogger("srpo.studio")
 MAX_UPLOAD = 20 * 2**20
+
+
+def use_gradio_cache(folder: Path) -> None:
+    """Make Gradio keep files in ``folder``: it reads ``GRADIO_TEMP_DIR`` when each component
+    and upload route is made, and checks at run time that a handler's files lie inside it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    os.environ["GRADIO_TEMP_DIR"] = str(folder)
 
 
 def _gradio_user(request: Request) -> str | None:
@@ -63,7 +73,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="SRPO Studio API",
         version=__version__,
         description="Queue SRPO fine-tunes, download checkpoints, vote in blind A/B tests.",
-        docs_url=None,  # /docs is a local page (pages.api_docs): no CDN, works offline
+        docs_url=None,  # /docs is pages.api_docs: Swagger UI with local assets
         redoc_url=None,
     )
     app.state.studio, app.state.authenticator = studio, authenticator
@@ -76,6 +86,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(pages.router)
     app.include_router(api.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.mount(DOCS_ASSETS, StaticFiles(directory=SWAGGER_UI), name="docs-assets")
 
     from app.web.ui import build_rater, build_studio
 
@@ -87,12 +98,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         "ssr_mode": False,
         "footer_links": [],
         "show_error": True,
-        "max_file_size": MAX_UPLOAD,
         "run_history": False,
         "mcp_server": False,
     }
-    gr.mount_gradio_app(app, build_studio(studio), path="/studio", **options)
-    gr.mount_gradio_app(app, build_rater(studio), path="/rate", **options)
+    # Each app keeps its files in its own folder under the data directory, not in the
+    # host-wide /tmp/gradio; the raters' app takes no file (auth.takes_no_files).
+    cache = settings.data_dir.resolve() / "gradio"
+    use_gradio_cache(cache / "studio")
+    gr.mount_gradio_app(
+        app, build_studio(studio), path="/studio", **options, max_file_size=MAX_UPLOAD
+    )
+    use_gradio_cache(cache / "rate")
+    gr.mount_gradio_app(app, build_rater(studio), path="/rate", **options, max_file_size=1)
+    use_gradio_cache(cache)  # what run-time checks see: both apps' folders (one studio a process)
     app.add_middleware(AuthMiddleware, authenticator=authenticator)
     app.add_middleware(SecurityMiddleware, settings=settings)  # outermost: refusals get headers
     return app

@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 import html
-import math
+from importlib import resources
 from pathlib import Path
 
-import anyio
 from fastapi import APIRouter, Form, Request
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, RedirectResponse
 
 from app.core.models import Role
 from app.core.users import authenticate
 from app.web.auth import PRINCIPAL_KEY, SESSION_COOKIE
+from app.web.throttle import Busy
 
 STATIC = Path(__file__).resolve().parents[2] / "static"
+SWAGGER_UI = Path(str(resources.files("fastapi_offline") / "static"))
+DOCS_ASSETS = "/docs/assets"
 router = APIRouter()
-LOGIN_WAIT_SECONDS = 5.0
 
 
 @router.get("/healthz", include_in_schema=False)
@@ -53,12 +55,6 @@ def login_form(next: str | None = None) -> HTMLResponse:
     return HTMLResponse(login_page(safe_next(next)))
 
 
-def _busy(target: str, message: str, seconds: float) -> HTMLResponse:
-    wait = max(1, math.ceil(seconds))
-    page = login_page(target, f"{message} Try again in {wait} s.")
-    return HTMLResponse(page, status_code=429, headers={"Retry-After": str(wait)})
-
-
 @router.post("/login", include_in_schema=False, response_model=None)
 async def login(
     request: Request,
@@ -67,34 +63,25 @@ async def login(
     next: str = Form("/", max_length=2000),
 ) -> HTMLResponse | RedirectResponse:
     """Sign in: refused with 429 and ``Retry-After`` while the name or the address is backing
-    off after failures, or while too many password checks run at once."""
+    off after failures, or while too many password checks run or wait (app.web.throttle)."""
     studio = request.app.state.studio
     auth = request.app.state.authenticator
     guard = request.app.state.login_guard
     target = safe_next(next)
     keys = guard.keys(username, request.client.host if request.client else "unknown")
-    wait = guard.retry_after(keys)
-    if wait > 0:
-        return _busy(target, "Too many failed sign-ins.", wait)
 
     def check() -> str | None:
-        if not guard.slots.acquire(timeout=LOGIN_WAIT_SECONDS):
-            raise TimeoutError
-        try:
-            with studio.db.session() as session:
-                user = authenticate(session, username, password)
-                return None if user is None else auth.new_session(session, user)
-        finally:
-            guard.slots.release()
+        with studio.db.session() as session:
+            user = authenticate(session, username, password)
+            return None if user is None else auth.new_session(session, user)
 
     try:
-        cookie = await anyio.to_thread.run_sync(check)
-    except TimeoutError:
-        return _busy(target, "The studio is busy checking other sign-ins.", 1)
+        cookie = await guard.attempt(keys, check)
+    except Busy as busy:
+        page = login_page(target, f"{busy.reason} Try again in {busy.retry_after} s.")
+        return HTMLResponse(page, status_code=429, headers={"Retry-After": busy.retry_after})
     if cookie is None:
-        guard.failed(keys)
         return HTMLResponse(login_page(target, "Wrong username or password."), status_code=401)
-    guard.succeeded(keys)
     response = RedirectResponse(target, status_code=303)
     response.set_cookie(
         SESSION_COOKIE,
@@ -127,28 +114,13 @@ def landing(request: Request) -> RedirectResponse:
 
 @router.get("/docs", include_in_schema=False, response_class=HTMLResponse)
 def api_docs(request: Request) -> HTMLResponse:
-    """The REST API's reference, rendered here from the OpenAPI schema (no CDN assets, so it
-    works offline); the machine-readable schema is ``/openapi.json``."""
-    schema = request.app.openapi()
-    rows = []
-    for path, operations in schema.get("paths", {}).items():
-        for method, operation in operations.items():
-            params = ", ".join(p["name"] for p in operation.get("parameters", []))
-            body = operation.get("requestBody", {}).get("content", {}).get("application/json")
-            body_name = body["schema"].get("$ref", "").rsplit("/", 1)[-1] if body else ""
-            rows.append(
-                f"<tr><td><code>{html.escape(method.upper())}</code></td>"
-                f"<td><code>{html.escape(path)}</code></td>"
-                f"<td>{html.escape(operation.get('summary', ''))}</td>"
-                f"<td>{html.escape(params)}</td><td>{html.escape(body_name)}</td></tr>"
-            )
-    css = (STATIC / "login.css").read_text()
-    title = html.escape(f"{schema['info']['title']} {schema['info']['version']}")
-    return HTMLResponse(f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>{title}</title><style>{css}
-table{{border-collapse:collapse}}td,th{{padding:4px 8px;border-bottom:1px solid #ddd;
-text-align:left}}</style></head><body><main><h1>{title}</h1>
-<p>{html.escape(schema["info"].get("description", ""))} Send <code>Authorization: Bearer
-srpo_...</code>; the schema is at <a href="/openapi.json">/openapi.json</a>.</p>
-<table><tr><th>Method</th><th>Path</th><th>What</th><th>Parameters</th><th>Body</th></tr>
-{"".join(rows)}</table></main></body></html>""")
+    """Swagger UI for the REST API, with its assets served by the studio (``/docs/assets``,
+    from the fastapi-offline package): no CDN, so it works offline and under the CSP."""
+    return get_swagger_ui_html(
+        openapi_url=request.app.openapi_url,
+        title=f"{request.app.title} {request.app.version}",
+        swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+        swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+        swagger_favicon_url=f"{DOCS_ASSETS}/favicon.png",
+        swagger_ui_parameters={"validatorUrl": None},  # no badge fetched from another host
+    )

@@ -1,4 +1,6 @@
-"""``/api/v1/me`` and ``/api/v1/users``: who is calling, and adding users (admins only)."""
+"""``/api/v1/me`` and ``/api/v1/users``: who is calling; adding, listing and changing users
+(admins only). A change of password or role, or disabling a user, ends their web sessions
+at once; a disabled user's tokens stop working."""
 
 from __future__ import annotations
 
@@ -6,18 +8,36 @@ from typing import Any, Literal
 
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
+from sqlalchemy import select
 
-from app.core.users import create_token, create_user
+from app.core.models import User
+from app.core.users import create_token, create_user, get_user, set_active, set_password, set_role
 from app.web.api.deps import Admin, Rater, State
 
 router = APIRouter(tags=["users"])
+RoleName = Literal["admin", "trainer", "rater"]
 
 
 class UserIn(BaseModel):
-    username: str
-    password: str
-    role: Literal["admin", "trainer", "rater"]
+    username: str = Field(max_length=64)
+    password: str = Field(max_length=1024)
+    role: RoleName
     token: bool = Field(False, description="also create an API token and return it once")
+
+
+class UserChange(BaseModel):
+    role: RoleName | None = None
+    active: bool | None = Field(None, description="false: disable (sessions end, tokens stop)")
+    password: str | None = Field(None, max_length=1024, description="a new password")
+
+
+def _row(user: User) -> dict[str, Any]:
+    return {
+        "id": user.id,
+        "username": user.username,
+        "role": user.role.value,
+        "active": user.active,
+    }
 
 
 @router.get("/me", summary="who the credentials belong to")
@@ -30,9 +50,32 @@ def add_user(body: UserIn, _: Admin, state: State) -> dict[str, Any]:
     def store(session) -> dict[str, Any]:
         user = create_user(session, body.username, body.password, body.role)
         session.flush()
-        out: dict[str, Any] = {"id": user.id, "username": user.username, "role": user.role.value}
+        out = _row(user)
         if body.token:
             out["token"] = create_token(session, user, "api")
         return out
 
     return state.db.write(store)
+
+
+@router.get("/users", summary="every user with role and status (admins only)")
+def list_users(_: Admin, state: State) -> list[dict[str, Any]]:
+    with state.db.session() as session:
+        return [_row(user) for user in session.scalars(select(User).order_by(User.id))]
+
+
+@router.patch("/users/{username}", summary="change a user's role, status or password (admins)")
+def change_user(username: str, body: UserChange, _: Admin, state: State) -> dict[str, Any]:
+    def store(session) -> dict[str, Any]:
+        user = get_user(session, username)
+        if body.password is not None:
+            set_password(session, user, body.password)
+        if body.role is not None and body.role != user.role.value:
+            set_role(session, user, body.role)
+        if body.active is not None and body.active != user.active:
+            set_active(session, user, body.active)
+        return _row(user)
+
+    found = state.db.write(store)
+    state.authenticator.forget()  # ended sessions stop working in this process at once
+    return found
