@@ -11,8 +11,11 @@ exactly one run of a job is ever active.
 
 from __future__ import annotations
 
+import os
 import socket
+import sys
 import time
+from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -20,7 +23,7 @@ from sqlalchemy import select
 
 from app.core import jobs
 from app.core.db import Database
-from app.core.jobs import Lease
+from app.core.jobs import Lease, LeaseLost, LeaseStatus
 from app.core.models import Job, JobRun
 from app.core.settings import Settings
 from app.core.storage import relative, resolve
@@ -32,6 +35,11 @@ FENCE_SECONDS = 60.0
 
 class RayUnavailable(RuntimeError):
     """The Ray cluster cannot be reached (or refused the job): the job stays queued."""
+
+
+def rank_log(output: str, attempt: int, rank: int) -> str:
+    """Where rank ``rank`` of attempt ``attempt`` logs, under the job's folder."""
+    return os.path.join(output, "logs", f"attempt-{attempt}-rank-{rank}.log")
 
 
 def driver_name(token: str) -> str:
@@ -68,12 +76,15 @@ def connect(settings: Settings) -> None:
     if ray.is_initialized():
         return
     try:
-        ray.init(
-            address=settings.ray_address,
-            namespace=settings.ray_namespace,
-            log_to_driver=False,
-            logging_level="WARNING",
-        )
+        # ray.init needs real files (faulthandler takes stderr's descriptor); a Celery worker
+        # has replaced sys.stdout/sys.stderr with logging proxies that have none.
+        with redirect_stdout(sys.__stdout__), redirect_stderr(sys.__stderr__):
+            ray.init(
+                address=settings.ray_address,
+                namespace=settings.ray_namespace,
+                log_to_driver=False,
+                logging_level="WARNING",
+            )
     except (ConnectionError, RuntimeError, TimeoutError) as error:
         message = f"cannot join the Ray cluster at {settings.ray_address}: {error}"
         raise RayUnavailable(message) from None
@@ -83,8 +94,6 @@ class RayRun:
     """One attempt of a job as a Ray Train job (the Celery side of it)."""
 
     def __init__(self, db: Database, settings: Settings, lease: Lease, job: Job) -> None:
-        from worker.ray_job import rank_log
-
         self.db, self.settings, self.lease, self.job = db, settings, lease, job
         self.output = resolve(settings.storage, job.output_dir)
         self.log_path = Path(rank_log(str(self.output), lease.attempt, 0))
@@ -92,14 +101,17 @@ class RayRun:
         self.result = None
 
     def _fence(self) -> None:
-        """Kill the drivers earlier attempts of this job may have left, and wait for them."""
+        """Kill the drivers earlier attempts of this job may have left, and wait for them.
+
+        Only earlier ones: a later attempt exists only once this one's lease was lost, and it is
+        the one that must run (this one stops at its next heartbeat)."""
         import ray
 
         tokens = self.db.write(
             lambda s: list(
                 s.scalars(
                     select(JobRun.lease_token).where(
-                        JobRun.job_id == self.job.id, JobRun.lease_token != self.lease.token
+                        JobRun.job_id == self.job.id, JobRun.attempt < self.lease.attempt
                     )
                 )
             ),
@@ -115,11 +127,17 @@ class RayRun:
                 time.sleep(0.5)
 
     def start(self) -> None:
-        """Start the attempt's driver; :class:`RayUnavailable` if the cluster refuses it."""
+        """Start the attempt's driver; :class:`RayUnavailable` if the cluster refuses it,
+        :class:`LeaseLost` if the lease was lost meanwhile."""
         from worker.ray_job import TRAIN_ENV, JobDriver
 
         connect(self.settings)
         self._fence()
+        held = self.db.write(
+            lambda s: jobs.lease_status(s, self.lease), self.settings.db_retry_seconds
+        )
+        if held is LeaseStatus.LOST:  # taken over while joining the cluster: start nothing
+            raise LeaseLost(f"job {self.job.id}: lease {self.lease.token} lost before its start")
         spec = {
             "job_id": self.job.id,
             "token": self.lease.token,

@@ -25,6 +25,7 @@ from app.core import jobs
 from app.core.db import Database
 from app.core.jobs import Lease
 from app.core.settings import get_settings
+from worker.launch_ray import rank_log
 
 # The Ray Train knobs each job's driver runs with (passed on to its controller and workers).
 TRAIN_ENV = {
@@ -36,11 +37,6 @@ TRAIN_ENV = {
 
 class TrainingExited(RuntimeError):
     """A rank's training returned a non-zero status (it failed, or lost its lease)."""
-
-
-def rank_log(output: str, attempt: int, rank: int) -> str:
-    """Where rank ``rank`` of attempt ``attempt`` logs, under the job's folder."""
-    return os.path.join(output, "logs", f"attempt-{attempt}-rank-{rank}.log")
 
 
 def _log_to(path: str) -> None:

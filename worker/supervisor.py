@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 import time
 from typing import Protocol
 
@@ -22,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from app.core import jobs
 from app.core.db import Database, is_disconnect
-from app.core.jobs import Lease, LeaseStatus
+from app.core.jobs import Lease, LeaseLost, LeaseStatus
 from app.core.models import Job, JobRun, JobState
 from app.core.settings import Settings
 from worker.launch_local import Ended, LocalRun
@@ -66,6 +67,24 @@ class Supervisor:
             return None
         self.last_renewal = time.monotonic()
         return status
+
+    def start(self) -> None:
+        """Start the training, renewing the lease meanwhile: a Ray job's start (joining the
+        cluster, fencing earlier attempts) can take longer than a lease, and a lease that
+        expired then would let a second worker start the job too."""
+        started = threading.Event()
+
+        def beat() -> None:
+            while not started.wait(self.settings.heartbeat_seconds):
+                self.renew()
+
+        beating = threading.Thread(target=beat, name=f"lease-{self.lease.job_id}", daemon=True)
+        beating.start()
+        try:
+            self.run.start()
+        finally:
+            started.set()
+            beating.join()
 
     def watch(self) -> Ended:
         """Heartbeat until the training ends; fence it off if the lease cannot be kept."""
@@ -149,12 +168,20 @@ def run_training(db: Database, settings: Settings, job_id: int) -> str:
     supervisor = Supervisor(db, settings, lease, run)
     try:
         try:
-            run.start()
+            supervisor.start()
         except RayUnavailable as error:
             message = str(error)
             db.write(lambda s: jobs.unclaim(s, lease, message), settings.db_retry_seconds)
             log.warning("job %s stays queued: %s", job_id, message)
             return "ray unreachable"
+        except LeaseLost as error:
+            log.warning("%s", error)
+            return "lost"
+        except Exception as error:  # give the job back now, with its reason, not at lease expiry
+            log.exception("job %s attempt %s could not start", job_id, lease.attempt)
+            reason = f"its training could not start: {type(error).__name__}: {error}"
+            state = db.write(lambda s: jobs.release(s, lease, reason), settings.db_retry_seconds)
+            return state.value if state else "lost"
         ended = supervisor.watch()
     finally:
         run.close()

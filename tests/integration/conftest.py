@@ -116,6 +116,16 @@ def start_worker(
         )
 
 
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().split(") ")[1][0] != "Z"
+
+
 def stop(process: subprocess.Popen[bytes]) -> None:
     """Kill a process this test started, if it still runs."""
     if process.poll() is None:

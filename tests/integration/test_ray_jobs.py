@@ -7,6 +7,7 @@ processes over Redis). Each job's two Ray Train workers land on the two nodes.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import socket
@@ -14,9 +15,11 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import redirect_stderr, redirect_stdout
 
 import pytest
 import torch
+from celery.utils.log import LoggingProxy
 from safetensors.torch import load_file
 from sqlalchemy import select
 
@@ -29,9 +32,10 @@ from app.core.startup import prepare
 from srpo.checkpoints import LORA_FILE, latest_checkpoint
 from srpo.config import make_config
 from srpo.files import sha256_file
-from tests.integration.conftest import distributed_settings, start_worker, stop
+from tests.integration.conftest import alive, distributed_settings, start_worker, stop
 from tests.integration.test_worker_embedded import wait_for
 from tests.test_distributed import ddp_run_options, one_process_on_the_global_batch
+from worker.launch_ray import connect
 from worker.supervisor import run_training
 
 ray = pytest.importorskip("ray")
@@ -105,15 +109,6 @@ def ranks(db: Database, job_id: int, attempt: int) -> list[dict] | None:
     """Where attempt ``attempt``'s ranks run, once they all started."""
     found = [r for r in runs(db, job_id) if r.attempt == attempt]
     return found[0].nodes if found and found[0].nodes else None
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    with open(f"/proc/{pid}/stat") as stat:
-        return stat.read().split(") ")[1][0] != "Z"
 
 
 class Worker(threading.Thread):
@@ -212,6 +207,18 @@ def test_ray_unreachable_at_submit_leaves_the_job_queued(studio, smoke_world) ->
         assert jobs.pending_dispatch(session, settings.redispatch_seconds) == [job_id]
 
 
+def test_a_celery_worker_joins_the_cluster(studio) -> None:
+    """Celery replaces sys.stdout and sys.stderr with logging proxies without a descriptor."""
+    settings, _ = studio
+    proxy = LoggingProxy(logging.getLogger("celery.task"))
+    with redirect_stdout(proxy), redirect_stderr(proxy):
+        connect(settings)
+    try:
+        assert ray.get_runtime_context().namespace == settings.ray_namespace
+    finally:
+        ray.shutdown()
+
+
 def test_cancel_stops_every_worker_on_every_node(studio, smoke_world) -> None:
     settings, db = studio
     job_id = submit(db, settings, ddp_config(smoke_world, steps=500, checkpoint_every=1000))
@@ -230,14 +237,10 @@ def test_cancel_stops_every_worker_on_every_node(studio, smoke_world) -> None:
     assert [r.outcome for r in runs(db, job_id)] == [RunOutcome.CANCELLED]
 
 
-# Skipped, not xfail: a failing run costs about 4 minutes of the suite's 15-minute budget.
-@pytest.mark.skip(
-    reason="unfinished (issue 16): with lease_seconds=4 the lease expired while the Celery "
-    "worker was still connecting to Ray (no heartbeat during RayRun.start), so the job was "
-    "requeued before step 2; needs heartbeats during start or a longer lease here"
-)
 def test_celery_worker_killed_another_takes_the_job_over(studio, smoke_world, tmp_path) -> None:
     settings, db = studio
+    # A lease that outlasts a slow Ray start on a loaded machine; the takeover waits for it.
+    settings = settings.model_copy(update={"lease_seconds": 10})
     workers = [start_worker(settings, f"ray{i}", tmp_path / f"w{i}.log") for i in range(2)]
     reaper = Maintenance(db, settings)
     reaper.start()

@@ -4,7 +4,6 @@ connection mid-job. Nothing may be lost and no job may run twice at once."""
 
 from __future__ import annotations
 
-import os
 import signal
 import time
 
@@ -16,17 +15,14 @@ from app.core.maintenance import Maintenance
 from app.core.models import Checkpoint, Job, JobMetric, JobRun, JobState, RunOutcome, utcnow
 from app.core.startup import prepare
 from srpo.files import sha256_file
-from tests.integration.conftest import PG_ADMIN_URL, distributed_settings, start_worker, stop
+from tests.integration.conftest import (
+    PG_ADMIN_URL,
+    alive,
+    distributed_settings,
+    start_worker,
+    stop,
+)
 from tests.integration.test_worker_embedded import tiny_job, wait_for
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    with open(f"/proc/{pid}/stat") as stat:
-        return stat.read().split(") ")[1][0] != "Z"
 
 
 def _job(db: Database, job_id: int) -> Job:
@@ -67,7 +63,7 @@ def test_sigkill_of_the_worker_resumes_the_job_on_another_worker(
         victim = next(w for w in workers if first.worker.endswith(f":{w.pid}"))
         victim.send_signal(signal.SIGKILL)
         victim.wait(10)
-        wait_for(lambda: not _alive(first.pid), timeout=10, what="the orphaned trainer to die")
+        wait_for(lambda: not alive(first.pid), timeout=10, what="the orphaned trainer to die")
         trainer_gone_at = utcnow()
         job = wait_for(lambda: _job(db, job_id).state == JobState.SUCCEEDED and _job(db, job_id))
     finally:
