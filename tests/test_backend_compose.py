@@ -15,6 +15,7 @@ COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 DOCKERFILE = (ROOT / "Dockerfile").read_text()
 SERVICES = COMPOSE["services"]
 STUDIO = ("app", "maintenance", "worker")
+RAY = ("ray-head", "ray-worker")  # the ray profile: a cluster for jobs that span nodes
 
 
 def _env(service: str) -> dict[str, str]:
@@ -26,14 +27,16 @@ def _mounts(service: str) -> dict[str, str]:
 
 
 def test_services_are_all_there() -> None:
-    assert set(SERVICES) == {"postgres", "redis", "app", "maintenance", "worker"}
-    for name in STUDIO:
+    assert set(SERVICES) == {"postgres", "redis", "app", "maintenance", "worker", *RAY}
+    for name in (*STUDIO, *RAY):
         assert SERVICES[name]["build"] == "."
+    for name in ("postgres", "redis", *STUDIO):
+        assert "profiles" not in SERVICES[name], name  # `docker compose up` starts these
 
 
 def test_every_srpo_variable_is_a_setting_and_the_same_everywhere() -> None:
     fields = {f"SRPO_{name.upper()}" for name in Settings.model_fields}
-    for name in STUDIO:
+    for name in (*STUDIO, *RAY):
         env = _env(name)
         assert set(env) <= fields, set(env) - fields
         assert env == _env("app")
@@ -56,7 +59,7 @@ def test_the_urls_point_at_the_compose_services() -> None:
 
 def test_app_and_workers_share_the_storage_volume() -> None:
     env = _env("app")
-    for name in STUDIO:
+    for name in (*STUDIO, *RAY):  # Ray nodes write checkpoints and logs into the same storage
         mounts = _mounts(name)
         assert mounts[env["SRPO_STORAGE_DIR"]] == "storage"
         assert mounts[env["SRPO_DATA_DIR"]] == "data"
@@ -93,3 +96,19 @@ def test_dockerfile_is_cuda_non_root_and_checks_healthz() -> None:
     assert f"--port {exposed}" in " ".join(SERVICES["app"]["command"])
     for path in ("srpo", "app", "worker", "migrations", "alembic.ini"):
         assert re.search(rf"^COPY .*\b{re.escape(path)}\b", DOCKERFILE, re.M), path
+
+
+def test_the_ray_profile_is_a_head_and_gpu_worker_nodes_the_studio_can_reach() -> None:
+    head, worker = (SERVICES[name] for name in RAY)
+    assert head["profiles"] == worker["profiles"] == ["ray"]
+    command = head["command"]
+    assert command[:3] == ["ray", "start", "--head"] and "--block" in command
+    gcs = next(c.split("=")[1] for c in command if c.startswith("--port="))
+    client = next(c.split("=")[1] for c in command if c.startswith("--ray-client-server-port="))
+    assert client == "10001"  # the port worker.launch_ray probes when SRPO_RAY_ADDRESS has none
+    assert f"--address=ray-head:{gcs}" in worker["command"]
+    assert worker["depends_on"]["ray-head"]["condition"] == "service_healthy"
+    (device,) = worker["deploy"]["resources"]["reservations"]["devices"]
+    assert device["driver"] == "nvidia" and "gpu" in device["capabilities"]
+    assert "deploy" not in head and "--num-gpus=0" in command
+    assert _env("app")["SRPO_RAY_ADDRESS"] == "${SRPO_RAY_ADDRESS:-}"
