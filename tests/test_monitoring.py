@@ -92,10 +92,10 @@ def test_a_resumed_run_keeps_its_monitor_series_and_its_base(tmp_path):
     resumed = GoldMonitor(preset("tiny-demo"), record)
     assert [p.step for p in resumed.points] == [0, 2] and resumed.points[0].reward is None
     resumed.observe(0.3)
-    tinted = image_stats.add_magenta_cast(gray, 0.05)
+    tinted = image_stats.add_cool_cast(gray, 0.05)
     resumed.measure(2, tinted, ["a red circle"])  # the step it died after, measured again
     assert [p.step for p in resumed.points] == [0, 2] and resumed.points[1].reward == 0.3
-    assert resumed.drift()["magenta_cast"] == pytest.approx(0.1, abs=1e-4)
+    assert resumed.drift()["saturation"] == pytest.approx(0.1, abs=1e-4)
 
 
 @pytest.fixture(scope="module")
