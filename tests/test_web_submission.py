@@ -140,3 +140,45 @@ def test_an_unknown_preset_is_refused_and_nothing_is_stored(studio) -> None:
     assert refused.status_code == 400 and "unknown 'flux-pro'" in refused.json()["detail"]
     with studio.studio.db.session() as session:
         assert session.query(Job).count() == before
+
+
+def test_the_api_takes_the_launcher_workers_and_nodes(studio) -> None:
+    body = {"preset": "tiny-demo", "config": OVERRIDES, "num_workers": 2, "launcher": "local"}
+    stored = api_job(studio, body)
+    assert (stored["launcher"], stored["num_workers"], stored["nodes"]) == ("local", 2, None)
+    refusals = {  # this studio has no Ray cluster; only ray spans nodes
+        "launcher: this studio has no Ray cluster": {"launcher": "ray", "num_workers": 2},
+        "only the ray launcher spans nodes": {"num_workers": 2, "nodes": 2},
+        "launcher": {"launcher": "slurm"},
+    }
+    for reason, fields in refusals.items():
+        made = studio.api.post(
+            "/api/v1/jobs", json={"preset": "tiny-demo", **fields}, headers=studio.trainer.headers
+        )
+        assert 400 <= made.status_code < 500 and reason in made.text, (fields, made.text)
+
+
+def test_the_form_writes_its_launch_fields_into_the_config_it_submits(studio) -> None:
+    request = SimpleNamespace(username=studio.trainer.username)
+    advanced = yaml.safe_dump(OVERRIDES)
+    written = train.set_launch(studio.studio, advanced, "local", 2, None, request)
+    assert yaml.safe_load(written) == {**OVERRIDES, "launcher": "local", "num_workers": 2}
+    assert form_job(studio, "tiny-demo", yaml.safe_load(written))["num_workers"] == 2
+    paper = train.preset_launch(studio.studio, "flux-paper-32gpu", request)
+    assert paper == ("ray", 32, None)
+    cleared = train.set_launch(studio.studio, written, "local", None, None, request)
+    assert "num_workers" not in yaml.safe_load(cleared)
+
+
+def test_the_job_view_names_the_nodes_that_run_the_job() -> None:
+    ranks = [
+        {"rank": 1, "node": "b", "host": "gpu-2", "ip": "10.0.0.2", "pid": 7},
+        {"rank": 0, "node": "a", "host": "gpu-1", "ip": "10.0.0.1", "pid": 5},
+    ]
+    row = {
+        **dict.fromkeys(("queue_position", "eta_seconds", "error", "dispatch_error")),
+        **{"id": 3, "name": "paper", "state": "running", "step": 1, "total_steps": 20},
+        **{"progress": 0.05, "launcher": "ray", "num_workers": 2, "nodes": ranks},
+    }
+    shown = train.progress_html(row)
+    assert "ray launcher, 2 worker(s): rank 0 on gpu-1 (10.0.0.1), rank 1 on gpu-2" in shown

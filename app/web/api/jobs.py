@@ -7,7 +7,7 @@ non-admins see a failed job's message, admins its full log.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Query
 from fastapi.responses import PlainTextResponse
@@ -35,6 +35,20 @@ class JobIn(BaseModel):
     )
     name: str | None = Field(None, max_length=200)
     num_processes: int | None = Field(None, ge=1, le=1024, strict=True)
+    launcher: Literal["local", "ray"] | None = Field(
+        None, description="local (accelerate on one node) or ray (Ray Train over the cluster)"
+    )
+    num_workers: int | None = Field(
+        None, ge=1, le=4096, strict=True, description="training processes (one GPU each)"
+    )
+    nodes: int | None = Field(
+        None, ge=1, le=1024, strict=True, description="ray: the nodes the workers spread over"
+    )
+
+    def overrides(self) -> dict[str, Any]:
+        """``config`` with the launch fields given beside it written over it."""
+        launch = self.model_dump(include={"launcher", "num_workers", "nodes"}, exclude_none=True)
+        return {**self.config, **launch}
 
 
 def _row(state: Studio, who: Principal, row: dict[str, Any]) -> dict[str, Any]:
@@ -48,7 +62,7 @@ def submit_job(body: JobIn, who: Trainer, state: State) -> dict[str, Any]:
     job_id = submission.submit_job(
         state.db,
         state.settings,
-        body.config,
+        body.overrides(),
         preset=body.preset,
         owner_id=who.id,
         name=body.name,

@@ -3,7 +3,7 @@
 The form is a preset plus overrides: the YAML box and the quick fields are written over the
 chosen preset by the core's one submission path (:mod:`app.core.submission`), the same as
 ``POST /api/v1/jobs``. Handlers: :func:`apply_preset`, :func:`use_reward_preset`,
-:func:`load_prompt_file`, :func:`validate`, :func:`submit`, :func:`show_job`,
+:func:`load_prompt_file`, :func:`set_launch`, :func:`validate`, :func:`submit`, :func:`show_job`,
 :func:`show_samples`, :func:`cancel`, :func:`tick` and :func:`refresh`.
 """
 
@@ -36,6 +36,8 @@ from app.web.ui.common import (
 
 DEFAULT_PRESET = "tiny-demo"
 QUICK = ("steps", "batch_size", "rollout_steps", "checkpoint_every", "sample_every")
+# Where the job runs; these fields write into the YAML box, which carries them to the submit.
+LAUNCH = ("launcher", "num_workers", "nodes")
 METRIC_TYPES = {
     "step": "int64",
     "loss": "float64",
@@ -80,6 +82,38 @@ def form_values(config: dict[str, Any]) -> tuple:
         "\n".join(config.get("prompts") or []),
         *[config.get(field) for field in QUICK],
     )
+
+
+def launch_values(config: dict[str, Any]) -> tuple:
+    """What the launch fields show for a config: launcher, workers, nodes."""
+    return config.get("launcher") or "local", config.get("num_workers"), config.get("nodes")
+
+
+def with_launch(advanced: str, launcher, workers, nodes) -> str:
+    """The YAML box's fields with the launch fields written over them (blank: unset)."""
+    try:
+        config = yaml.safe_load(advanced or "") or {}
+    except yaml.YAMLError as error:
+        raise StudioError(f"advanced config is not valid YAML: {error}") from None
+    if not isinstance(config, dict):
+        raise StudioError("advanced config must be a mapping of fields")
+    config["launcher"] = launcher or "local"
+    for field, value in (("num_workers", workers), ("nodes", nodes)):
+        if value is None:
+            config.pop(field, None)
+        else:
+            config[field] = int(value)
+    return yaml.safe_dump(config, sort_keys=False)
+
+
+def nodes_text(row: dict[str, Any]) -> str:
+    """Where a job runs: its launcher, workers and, once they started, each rank's host."""
+    where = f"{row['launcher']} launcher, {row['num_workers']} worker(s)"
+    ranks = sorted(row.get("nodes") or [], key=lambda r: r["rank"])
+    if ranks:
+        hosts = ", ".join(f"rank {r['rank']} on {r['host']} ({r['ip']})" for r in ranks)
+        where += f": {hosts}"
+    return where
 
 
 def validation_message(config: dict, preset: str | None = None) -> str:
@@ -138,6 +172,7 @@ def progress_html(row: dict[str, Any]) -> str:
         f'<div class="job-progress" data-state="{html.escape(row["state"])}">'
         f"<strong>Job {row['id']}: {html.escape(row['name'])}</strong> · {html.escape(where)} · "
         f"step {row['step']}/{row['total_steps']}{eta}"
+        f'<p class="job-nodes">{html.escape(nodes_text(row))}</p>'
         f'<progress max="100" value="{percent:.0f}">{percent:.0f}%</progress>{note}</div>'
     )
 
@@ -186,6 +221,20 @@ def apply_preset(studio: Studio, chosen, request: gr.Request):
     """Fill the form with a preset's fields."""
     caller(studio, request, Role.TRAINER)
     return form_values(preset_config(chosen))
+
+
+@friendly
+def preset_launch(studio: Studio, chosen, request: gr.Request):
+    """The launch fields of a preset."""
+    caller(studio, request, Role.TRAINER)
+    return launch_values(preset_config(chosen))
+
+
+@friendly
+def set_launch(studio: Studio, advanced, launcher, workers, nodes, request: gr.Request):
+    """Write the launch fields into the YAML box (the form submits what the box holds)."""
+    caller(studio, request, Role.TRAINER)
+    return with_launch(advanced, launcher, workers, nodes)
 
 
 @friendly
@@ -340,6 +389,13 @@ def build(studio: Studio) -> Refresh:
                     gr.Number(first.get(field), label=field.replace("_", " "), precision=0)
                     for field in QUICK
                 ]
+            with gr.Row():
+                shown = launch_values(first)
+                launch = [
+                    gr.Dropdown(["local", "ray"], value=shown[0], label="Launcher"),
+                    gr.Number(shown[1], label="Workers (GPUs)", precision=0, minimum=1),
+                    gr.Number(shown[2], label="Nodes (ray)", precision=0, minimum=1),
+                ]
             with gr.Accordion("Advanced config (YAML)", open=False):
                 advanced = gr.Code(yaml.safe_dump(first, sort_keys=False), language="yaml")
             verdict = gr.Markdown(elem_classes=["status", "validation"])
@@ -364,6 +420,9 @@ def build(studio: Studio) -> Refresh:
     job_outputs = [progress, reward_plot, loss_plot, step, log_box, grid, seen]
 
     preset.change(bind(apply_preset, studio), [preset], form, api_name="train_preset")
+    preset.change(bind(preset_launch, studio), [preset], launch)
+    for field in launch:  # .input: the user's edits only, not the preset's
+        field.input(bind(set_launch, studio), [advanced, *launch], [advanced], queue=False)
     reward_preset.change(bind(use_reward_preset, studio), [reward_preset], [positive, negative])
     prompt_file.upload(
         bind(load_prompt_file, studio), [prompt_file], [prompts], api_name="train_prompt_file"
