@@ -48,7 +48,7 @@ def layer(module: str) -> str | None:
         return "app"
     if module == "app.studio" or module.startswith("app.studio."):
         return "wiring"
-    if module == "app.users_cli":
+    if module in ("app.users_cli", "app.db_cli"):
         return "cli"
     if module.startswith("app.core"):
         return "core"

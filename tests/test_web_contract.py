@@ -12,7 +12,7 @@ import pytest
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from app.core.models import Job, RewardPreset, Role, Vote
 from app.web.factory import create_app
@@ -22,6 +22,7 @@ from tests.web_support import (
     serve,
     stored_checkpoint,
     tiny_config,
+    user_id,
     web_settings,
 )
 
@@ -228,6 +229,10 @@ def test_jobs_show_progress_and_cancel(served):
     job_id, _, _ = stored_checkpoint(db, settings)
     progress, *_ = client.predict(job_id, api_name="/train_job")
     assert f"Job {job_id}" in progress and "queue position" in progress
+    with pytest.raises(AppError, match="another trainer's"):  # a job without owner: admins'
+        client.predict(job_id, api_name="/train_cancel")
+    owner = user_id(db, "tom")
+    db.write(lambda s: s.execute(update(Job).where(Job.id == job_id).values(owner_id=owner)))
     client.predict(job_id, api_name="/train_cancel")
     progress, *_ = client.predict(job_id, api_name="/train_job")
     assert "cancelled" in progress

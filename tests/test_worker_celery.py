@@ -8,15 +8,18 @@ from worker.celery_app import make_celery
 from worker.tasks import settings_of
 
 
-def test_tasks_are_durable_and_routed_to_the_gpu_queue(tmp_path) -> None:
-    settings = Settings(data_dir=tmp_path, gpu_queue="gpu-node", broker_url="redis://h:1/2")
+def test_tasks_are_durable_and_routed_to_the_gpu_and_render_queues(tmp_path) -> None:
+    settings = Settings(
+        data_dir=tmp_path, gpu_queue="gpu-node", render_queue="draw", broker_url="redis://h:1/2"
+    )
     celery = make_celery(settings)
     assert celery.conf.broker_url == "redis://h:1/2"
     assert celery.conf.worker_prefetch_multiplier == 1
     for name in (TRAIN_TASK, PAIRS_TASK, GRID_TASK):
         task = celery.tasks[name]
         assert task.acks_late and task.reject_on_worker_lost
-        assert celery.amqp.router.route({}, name)["queue"].name == "gpu-node"
+        wanted = "draw" if name == PAIRS_TASK else "gpu-node"
+        assert celery.amqp.router.route({}, name)["queue"].name == wanted
 
 
 def test_two_apps_keep_their_own_settings(tmp_path) -> None:

@@ -1,6 +1,6 @@
 """The embedded mode's worker: a Celery worker and the maintenance loop inside the studio.
 
-The worker consumes the GPU and default queues over the configured broker (the SQLAlchemy
+The worker consumes the GPU, rendering and default queues over the configured broker (the SQLAlchemy
 broker on SQLite by default) with the solo pool, so training jobs start exactly as they do on
 a distributed worker: in their own process group, with a lease and heartbeats.
 """
@@ -37,7 +37,7 @@ class EmbeddedWorker:
             app=self.celery,
             pool="solo",
             concurrency=1,
-            queues=[settings.gpu_queue, settings.default_queue],
+            queues=[settings.gpu_queue, settings.render_queue, settings.default_queue],
             hostname=f"embedded@{socket.gethostname()}",
             without_heartbeat=True,
             without_mingle=True,

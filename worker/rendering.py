@@ -5,6 +5,11 @@ the default model) or ``checkpoint:ID``; the core resolves it (:mod:`app.core.mo
 and loads it through srpo's one loader. Rendering happens outside any transaction; image
 files are written before their rows and rows are keyed by path, so a repeated task neither
 duplicates nor loses anything.
+
+A campaign renders in chunks of at most ``SRPO_RENDER_CHUNK`` images, one task each, on its
+own queue: after each chunk the worker takes its turn at the training queue, so rendering
+never keeps a training job waiting for more than one chunk. Images on disk are kept, so a
+cancelled, failed or killed campaign resumes where it stopped and renders nothing twice.
 """
 
 from __future__ import annotations
@@ -12,9 +17,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from PIL import Image
 from sqlalchemy.orm import Session
 
-from app.core import arena, model_refs, outputs
+from app.core import arena, dispatch, model_refs, outputs
 from app.core.db import Database
 from app.core.model_refs import ModelRef
 from app.core.models import CampaignState, Checkpoint
@@ -23,14 +29,22 @@ from app.core.storage import job_dir, relative
 from worker.callback import save_png
 
 
-def render(model: ModelRef, prompts: list[str], seeds: list[int], folder: Path) -> torch.Tensor:
-    """Sample ``prompts[i]`` at ``seeds[i]`` and write ``folder/NNNN-seedS.png`` files."""
+def render(
+    model: ModelRef,
+    prompts: list[str],
+    seeds: list[int],
+    folder: Path,
+    indices: list[int] | None = None,
+) -> torch.Tensor:
+    """Sample ``prompts[i]`` at ``seeds[i]`` and write ``folder/NNNN-seedS.png`` files, image
+    ``i`` numbered ``indices[i]`` (default: ``i``)."""
     from srpo.sampling import sample_images
 
     steps, shift = model_refs.sampling_steps(model.config)
     images = sample_images(model_refs.load(model), prompts, seeds, steps, shift)
     folder.mkdir(parents=True, exist_ok=True)
-    for index, (image, seed) in enumerate(zip(images, seeds, strict=True)):
+    numbers = indices if indices is not None else range(len(seeds))
+    for index, image, seed in zip(numbers, images, seeds, strict=True):
         save_png(image, image_path(folder, index, seed))
     return images
 
@@ -59,7 +73,9 @@ def _record(session, settings, model, prompts, seeds, folder, size, job_id=None)
 
 
 def generate_pairs(db: Database, settings: Settings, campaign_id: int) -> int:
-    """Render each model's images and store every blind pair; returns the number of pairs."""
+    """Render the campaign's next chunk of missing images; queue the next chunk while images
+    remain, else store every blind pair. Returns the number of pairs stored (0 while
+    rendering goes on, or when the campaign is cancelled or not pending)."""
     try:
         return _generate_pairs(db, settings, campaign_id)
     except Exception as error:
@@ -69,14 +85,31 @@ def generate_pairs(db: Database, settings: Settings, campaign_id: int) -> int:
 
 
 def _generate_pairs(db: Database, settings: Settings, campaign_id: int) -> int:
+    if not db.write(lambda s: arena.wants_rendering(s, campaign_id)):
+        return 0
     models, cells = db.write(lambda s: arena.campaign_plan(s, settings, campaign_id))
     prompts, seeds = [p for _, p, _ in cells], [s for _, _, s in cells]
     root = settings.storage / "campaigns" / str(campaign_id)
-    folders, sizes = {}, {}
+    folders = {model.ref: root / model.ref.replace(":", "-") for model in models}
+    missing = [
+        (model, n)
+        for model in models
+        for n, seed in enumerate(seeds)
+        if not image_path(folders[model.ref], n, seed).exists()
+    ]
+    chunk = missing[: settings.render_chunk]
     for model in models:
-        folders[model.ref] = root / model.ref.replace(":", "-")
-        images = render(model, prompts, seeds, folders[model.ref])
-        sizes[model.ref] = (images.shape[-1], images.shape[-2])
+        numbers = [n for m, n in chunk if m is model]
+        if numbers:
+            chosen = ([prompts[n] for n in numbers], [seeds[n] for n in numbers])
+            render(model, *chosen, folders[model.ref], numbers)
+    if len(missing) > len(chunk):
+        dispatch.send(settings, dispatch.PAIRS_TASK, [campaign_id])  # behind waiting training
+        return 0
+    sizes = {}
+    for model in models:
+        with Image.open(image_path(folders[model.ref], 0, seeds[0])) as first:
+            sizes[model.ref] = first.size
 
     def work(session: Session) -> int:
         ids = {

@@ -25,11 +25,17 @@ GRID_TASK = "srpo.render_grid"
 GPU_TASKS = (TRAIN_TASK, PAIRS_TASK, GRID_TASK)
 
 
+def queue_of(settings: Settings, task: str) -> str:
+    """The queue a task goes to: campaign rendering has its own (so a worker takes turns
+    between it and training, one bounded rendering chunk at a time), the rest the GPU queue."""
+    return settings.render_queue if task == PAIRS_TASK else settings.gpu_queue
+
+
 def celery_options(settings: Settings) -> dict[str, Any]:
     """The Celery settings the client and the worker share: JSON messages, GPU routing."""
     return {
         "task_default_queue": settings.default_queue,
-        "task_routes": {name: {"queue": settings.gpu_queue} for name in GPU_TASKS},
+        "task_routes": {name: {"queue": queue_of(settings, name)} for name in GPU_TASKS},
         "task_serializer": "json",
         "accept_content": ["json"],
         "broker_connection_retry_on_startup": True,
@@ -53,12 +59,13 @@ def client(settings: Settings) -> Celery:
 
 
 def send(settings: Settings, task: str, args: list[int]) -> str:
-    """Send a task (training, pairs, grids) to the GPU queue; returns its id or raises
-    :class:`BrokerUnavailable`."""
+    """Send a task (training, pairs, grids) to its queue (:func:`queue_of`); returns its id
+    or raises :class:`BrokerUnavailable`."""
+    queue = queue_of(settings, task)
     try:
         return (
             client(settings)
-            .send_task(task, args=args, queue=settings.gpu_queue, retry=False, ignore_result=True)
+            .send_task(task, args=args, queue=queue, retry=False, ignore_result=True)
             .id
         )
     except (BrokerError, OSError) as error:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import logging
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
@@ -36,6 +37,9 @@ NAMING = {
 }
 
 
+log = logging.getLogger(__name__)
+
+
 def utcnow() -> datetime:
     """The current time, timezone-aware UTC."""
     return datetime.now(UTC)
@@ -58,12 +62,39 @@ class UTCDateTime(TypeDecorator[datetime]):
         return None if value is None else value.replace(tzinfo=UTC)
 
 
+class TolerantJSON(TypeDecorator[Any]):
+    """JSON whose undecodable stored text reads as empty (``empty()``) with a warning, so
+    one damaged row cannot break every page that lists its table; ``srpo db check`` names
+    such rows (:mod:`app.core.dbcheck`)."""
+
+    impl = JSON
+    cache_ok = True
+
+    def __init__(self, empty: type = dict) -> None:
+        super().__init__()
+        self.empty = empty
+
+    def result_processor(self, dialect: Any, coltype: Any) -> Any:
+        process = super().result_processor(dialect, coltype)
+        if process is None:
+            return None
+
+        def tolerant(value: Any) -> Any:
+            try:
+                return process(value)
+            except ValueError:
+                log.warning("a stored JSON value does not decode; run `srpo db check`")
+                return self.empty()
+
+        return tolerant
+
+
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
     type_annotation_map: ClassVar[dict[Any, Any]] = {
         datetime: UTCDateTime,
-        dict[str, Any]: JSON,
-        list[Any]: JSON,
+        dict[str, Any]: TolerantJSON(dict),
+        list[Any]: TolerantJSON(list),
     }
 
 

@@ -65,7 +65,12 @@ class Settings(BaseSettings):
     login_concurrency: int = Field(2, ge=1, le=64, description="password checks at once")
     max_body_bytes: int = Field(1_000_000, ge=1024, description="largest API request body")
     max_queued_jobs_per_user: int = Field(20, ge=1)
-    max_processes_per_job: int = Field(8, ge=1, le=1024, description="what the workers have")
+    max_processes_per_job: int = Field(
+        default_factory=lambda: os.cpu_count() or 1,
+        ge=1,
+        le=1024,
+        description="what the workers have (default: this machine's CPU cores)",
+    )
     max_prompts_per_job: int = Field(10_000, ge=1)
     max_campaign_pairs: int = Field(20_000, ge=1)
     max_campaign_renders: int = Field(5_000, ge=1)

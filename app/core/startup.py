@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import os
 
+from sqlalchemy.exc import DatabaseError
+
+from app.core import dbcheck
 from app.core.db import Database, database
 from app.core.migrate import upgrade
 from app.core.settings import Settings
@@ -14,6 +17,9 @@ from app.core.users import bootstrap_admin
 def prepare(settings: Settings) -> Database:
     """Create the data and storage folders, migrate the database, add the first admin.
 
+    A damaged database stops it with :class:`app.core.dbcheck.DatabaseDamaged` (one line:
+    what is wrong, and to restore a backup or run ``srpo db check``).
+
     Unless ``SRPO_ALLOW_HUB`` is set, ``HF_HUB_OFFLINE`` is set for this process (and the
     settings pass it to every process the worker starts), so nothing reaches a model hub.
     """
@@ -22,6 +28,13 @@ def prepare(settings: Settings) -> Database:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     settings.storage.mkdir(parents=True, exist_ok=True)
     db = database(settings.database)
-    upgrade(db)
+    try:
+        upgrade(db)
+    except DatabaseError as error:
+        if (damaged := dbcheck.damage(db, error)) is not None:
+            raise damaged from None
+        raise
+    if (damaged := dbcheck.damage(db)) is not None:  # a truncated file migrates fine
+        raise damaged
     db.write(lambda session: bootstrap_admin(session, settings))
     return db

@@ -10,9 +10,12 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
-from app.core import admission, arena, arena_results, dispatch
+from app.core import access, admission, arena, arena_results, dispatch
+from app.core.errors import Forbidden, NotFound
 from app.core.models import Campaign, CampaignState, User
 from app.web.api.deps import Id, State, Trainer
+from app.web.auth import Principal
+from app.web.context import Studio
 
 router = APIRouter(tags=["campaigns"])
 
@@ -37,7 +40,7 @@ def campaign_row(found: Campaign) -> dict[str, Any]:
     return {
         "id": found.id,
         "name": found.name,
-        "state": found.state.value,
+        "state": arena.campaign_state(found),
         "models": found.models,
         "criteria": found.criteria,
         "prompts": len(found.prompts),
@@ -62,6 +65,31 @@ def create_campaign(body: CampaignIn, who: Trainer, state: State) -> dict[str, A
     campaign_id = state.db.write(store)
     dispatch.send(state.settings, dispatch.PAIRS_TASK, [campaign_id])
     return {"id": campaign_id, "state": CampaignState.PENDING.value}
+
+
+def _managed(session, state: Studio, who: Principal, campaign_id: int) -> None:
+    """Refuse unless ``who`` may manage the campaign (the jobs' rule: SRPO_JOB_SHARING)."""
+    found = session.get(Campaign, campaign_id)
+    if found is None:
+        raise NotFound(f"campaign {campaign_id} not found")
+    if not access.may_manage(state.settings, who.id, who.role, found.created_by):
+        raise Forbidden(f"campaign {campaign_id} is another trainer's (SRPO_JOB_SHARING=own)")
+
+
+@router.post("/campaigns/{campaign_id}/cancel", summary="stop rendering (images are kept)")
+def cancel_campaign(campaign_id: Id, who: Trainer, state: State) -> dict[str, Any]:
+    with state.db.session() as session:
+        _managed(session, state, who, campaign_id)
+        return campaign_row(arena.cancel_rendering(session, campaign_id))
+
+
+@router.post("/campaigns/{campaign_id}/resume", summary="render what a campaign still lacks")
+def resume_campaign(campaign_id: Id, who: Trainer, state: State) -> dict[str, Any]:
+    with state.db.session() as session:
+        _managed(session, state, who, campaign_id)
+        row = campaign_row(arena.resume_rendering(session, campaign_id))
+    dispatch.send(state.settings, dispatch.PAIRS_TASK, [campaign_id])
+    return row
 
 
 @router.get("/campaigns", summary="every campaign")

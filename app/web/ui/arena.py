@@ -14,7 +14,7 @@ import pandas as pd
 from PIL import Image
 from sqlalchemy import select
 
-from app.core import arena, arena_next, arena_results, dispatch
+from app.core import admission, arena, arena_next, arena_results, dispatch
 from app.core.errors import StudioError
 from app.core.models import Campaign, CampaignState, Comparison, Role, User
 from app.web.context import Studio
@@ -42,7 +42,7 @@ def campaign_table(studio: Studio) -> pd.DataFrame:
                 {
                     "id": c.id,
                     "name": c.name,
-                    "state": c.state.value,
+                    "state": arena.campaign_state(c),
                     "models": ", ".join(c.models),
                     "criteria": ", ".join(c.criteria),
                     "prompts": len(c.prompts),
@@ -116,13 +116,15 @@ def create_campaign(
 
     who = caller(studio, request, Role.TRAINER)
     seed_list = parse_seeds(seed_text or "")
+    prompt_list = lines(prompt_text)
+    admission.campaign_size(studio.settings, len(chosen or []), len(prompt_list), len(seed_list))
 
     def store(session) -> int:
         found = arena.create_campaign(
             session,
             name or "",
             list(chosen or []),
-            lines(prompt_text),
+            prompt_list,
             seed_list,
             list(wanted or []),
             session.get(User, who.id),

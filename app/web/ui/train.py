@@ -16,9 +16,10 @@ import pandas as pd
 import yaml
 from sqlalchemy import select
 
-from app.core import jobs, reads, submission
+from app.core import access, admission, jobs, reads, submission
 from app.core.errors import BrokerUnavailable, StudioError
 from app.core.models import RewardPreset, Role
+from app.web.auth import Principal
 from app.web.context import Studio
 from app.web.ui import train_monitor
 from app.web.ui.common import (
@@ -61,6 +62,8 @@ def merged_config(advanced: str, positive: str, negative: str, prompts: str, *qu
         config = yaml.safe_load(advanced or "") or {}
     except yaml.YAMLError as error:
         raise StudioError(f"advanced config is not valid YAML: {error}") from None
+    except RecursionError:
+        raise StudioError("advanced config is nested too deeply") from None
     if not isinstance(config, dict):
         raise StudioError("advanced config must be a mapping of fields")
     config["positive_words"] = words(positive)
@@ -69,7 +72,11 @@ def merged_config(advanced: str, positive: str, negative: str, prompts: str, *qu
         config["prompts"], config["prompts_file"] = lines(prompts), None
     for name, value in zip(QUICK, quick, strict=True):
         if value is not None:
-            config[name] = int(value)
+            try:
+                config[name] = int(value)
+            except (OverflowError, ValueError):
+                raise StudioError(f"{name}: a whole number") from None
+    admission.check_values(config)
     return config
 
 
@@ -194,9 +201,12 @@ def _samples(studio: Studio, session, job_id: int, at: int) -> list[tuple[str, s
     ]
 
 
-def job_view(studio: Studio, job_id, known: list[int] | None) -> tuple:
+def job_view(studio: Studio, who: Principal, job_id, known: list[int] | None) -> tuple:
     """The job's progress, plots, slider and log; when its sample steps changed since
-    ``known``, the slider moves to the newest step and the grid shows its samples."""
+    ``known``, the slider moves to the newest step and the grid shows its samples.
+
+    Admins see the full log; others their job's state and error message
+    (:func:`app.core.access.public_error`), never a traceback with the server's paths."""
     if job_id is None:
         return "", None, None, gr.update(), "", [], None
     number = ident(job_id, "job")
@@ -204,7 +214,11 @@ def job_view(studio: Studio, job_id, known: list[int] | None) -> tuple:
         row = reads.job_row(session, jobs.get(session, number))
         points = reads.metrics(session, number)
         steps = reads.sample_steps(session, number)
-        log = reads.job_log(session, studio.settings, number)
+        if who.role == Role.ADMIN:
+            log = reads.job_log(session, studio.settings, number)
+        else:
+            row["error"] = access.public_error(studio.settings, row["error"])
+            log = f"job {number}: {row['state']}" + (f"\n{row['error']}" if row["error"] else "")
         fresh = steps != known
         newest = _samples(studio, session, number, steps[-1]) if fresh and steps else []
     frame = pd.DataFrame(points or [], columns=list(METRIC_TYPES)).astype(METRIC_TYPES)
@@ -312,8 +326,8 @@ def submit(
 @friendly
 def show_job(studio: Studio, job_id, request: gr.Request):
     """The chosen job's progress, plots, samples and log."""
-    caller(studio, request, Role.TRAINER)
-    return job_view(studio, job_id, None)
+    who = caller(studio, request, Role.TRAINER)
+    return job_view(studio, who, job_id, None)
 
 
 @friendly
@@ -333,18 +347,19 @@ def show_samples(studio: Studio, job_id, at, request: gr.Request):
 @friendly
 def cancel(studio: Studio, job_id, request: gr.Request):
     """Cancel a queued job, or ask a running one to checkpoint and stop."""
-    caller(studio, request, Role.TRAINER)
+    who = caller(studio, request, Role.TRAINER)
     if job_id is None:
         raise StudioError("choose a job to cancel")
     with studio.db.session() as session:
+        access.managed_job(session, studio.settings, ident(job_id, "job"), who.id, who.role)
         jobs.cancel(session, ident(job_id, "job"))
     return job_table(studio)
 
 
 def tick(studio: Studio, job_id, known, request: gr.Request):
     """The timer's update: the job list and the chosen job's view."""
-    caller(studio, request, Role.TRAINER)
-    return (job_table(studio), *job_view(studio, job_id, known))
+    who = caller(studio, request, Role.TRAINER)
+    return (job_table(studio), *job_view(studio, who, job_id, known))
 
 
 def refresh(studio: Studio, request: gr.Request):

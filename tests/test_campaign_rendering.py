@@ -1,0 +1,85 @@
+"""Campaign rendering in bounded chunks: cancellable, resumable after a restart, nothing
+rendered twice, and never a whole campaign in one task (issue 14)."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+import torch
+
+from app.core import arena
+from app.core.maintenance import maintain_once
+from app.core.models import Campaign, CampaignState, Comparison
+from app.core.startup import prepare
+from tests.web_support import stored_checkpoint, web_settings
+from worker import rendering
+
+PROMPTS = ["a red circle", "a blue square"]
+SEEDS = [3, 5]
+
+
+@pytest.fixture
+def world(tmp_path, monkeypatch):
+    """A campaign of base and two checkpoints (12 images), a sampler that counts what it
+    draws, and a broker stand-in that records the rendering tasks sent."""
+    settings = web_settings(tmp_path, render_chunk=5)
+    db = prepare(settings)
+    refs = ["base"] + [f"checkpoint:{stored_checkpoint(db, settings, step=n)[1]}" for n in (1, 2)]
+    campaign_id = db.write(
+        lambda s: arena.create_campaign(s, "chunks", refs, PROMPTS, SEEDS, ["overall"]).id
+    )
+    drawn: Counter = Counter()
+    sent: list[int] = []
+
+    def sample(generator, prompts, seeds, steps, shift):
+        drawn.update((generator, p, s) for p, s in zip(prompts, seeds, strict=True))
+        return torch.rand(len(prompts), 3, 8, 8)
+
+    monkeypatch.setattr("srpo.sampling.sample_images", sample)
+    monkeypatch.setattr(rendering.model_refs, "load", lambda model: model.ref)
+    monkeypatch.setattr(rendering.model_refs, "sampling_steps", lambda config: (1, 1.0))
+    monkeypatch.setattr(rendering.dispatch, "send", lambda s, task, args: sent.append(args[0]))
+    monkeypatch.setattr("app.core.maintenance.dispatch.send", lambda s, t, a: sent.append(a[0]))
+    return settings, db, campaign_id, drawn, sent
+
+
+def state(db, campaign_id: int) -> str:
+    with db.session() as session:
+        return arena.campaign_state(session.get(Campaign, campaign_id))
+
+
+def test_a_campaign_renders_in_bounded_chunks_each_image_once(world):
+    settings, db, campaign_id, drawn, sent = world
+    chunks = 0
+    while rendering.generate_pairs(db, settings, campaign_id) == 0:
+        chunks += 1
+        assert sum(drawn.values()) <= chunks * settings.render_chunk
+        assert sent == [campaign_id] * chunks  # the next chunk queued behind other work
+    assert chunks == 2  # 12 images in chunks of 5: two tasks queue a successor, the third ends
+    assert len(drawn) == 12 and set(drawn.values()) == {1}
+    assert state(db, campaign_id) == CampaignState.READY.value
+    with db.session() as session:
+        assert session.query(Comparison).filter_by(campaign_id=campaign_id).count() >= 12
+
+
+def test_cancelled_rendering_keeps_its_images_and_resumes_after_a_restart(world):
+    settings, db, campaign_id, drawn, sent = world
+    assert rendering.generate_pairs(db, settings, campaign_id) == 0
+    db.write(lambda s: arena.cancel_rendering(s, campaign_id))
+    assert state(db, campaign_id) == "cancelled"
+    sent.clear()
+    assert rendering.generate_pairs(db, settings, campaign_id) == 0  # the queued chunk stops
+    assert sum(drawn.values()) == 5 and sent == []
+    assert maintain_once(db, settings, {}).campaigns == []  # cancelled: not sent again
+    db.write(lambda s: arena.resume_rendering(s, campaign_id))
+    # A restart: the new maintenance loop (empty memory) sends the pending campaign once.
+    memory: dict[int, float] = {}
+    assert maintain_once(db, settings, memory).campaigns == [campaign_id]
+    assert maintain_once(db, settings, memory).campaigns == []
+    while rendering.generate_pairs(db, settings, campaign_id) == 0:
+        pass
+    assert len(drawn) == 12 and set(drawn.values()) == {1}  # nothing rendered twice
+    assert state(db, campaign_id) == CampaignState.READY.value
+    with pytest.raises(arena.Conflict):
+        db.write(lambda s: arena.cancel_rendering(s, campaign_id))
