@@ -54,9 +54,10 @@ HELD_OUT_REWARD = {
 # table's choice (a spec is never watched by one of its own terms).
 FALLBACK_HELD_OUT = ("clip", "pickscore", "hpsv2.1", "aesthetic")
 HPS_FAMILY = frozenset({"hps", "hpsv2", "hpsv2.1"})
-# A drift of the statistic this far from step 0 is material: for the tiny world's hack cast,
-# one standard deviation of the base model's per-image values (0.0268, ``srpo bench hacking``).
-DRIFT_THRESHOLD = {"hack_cast": 0.027, "magenta_cast": 0.027, "saturation": 0.05}
+# A drift of the statistic this far from step 0 is material. The tiny world's hack cast uses
+# ``srpo bench hacking``'s rule, half the base model's per-image spread (Cohen's d 0.5): that
+# spread is 0.0589 on the bench's 64 eval prompts (tiny-demo at tiny-biased, eval seed).
+DRIFT_THRESHOLD = {"hack_cast": 0.029, "magenta_cast": 0.027, "saturation": 0.05}
 # The statistic the studio calls a run's hack drift, first present wins: the judge's cast on
 # the tiny world, the image statistics' red/purple cast elsewhere.
 HACK_DRIFT = ("hack_cast", "magenta_cast", "saturation")
