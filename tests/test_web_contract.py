@@ -46,12 +46,21 @@ STUDIO_ENDPOINTS = {
     "/vote_both_bad",
     "/vote_skip",
     "/arena_results",
+    "/arena_exclude",
+    "/arena_include",
     "/arena_jsonl",
     "/arena_csv",
     "/checkpoint_show",
     "/checkpoint_evaluate",
 }
-RATER_ENDPOINTS = {"/arena_next", "/vote_left", "/vote_right", "/vote_tie", "/vote_both_bad"}
+RATER_ENDPOINTS = {
+    "/arena_next",
+    "/vote_left",
+    "/vote_right",
+    "/vote_tie",
+    "/vote_both_bad",
+    "/vote_undo",
+}
 
 
 @pytest.fixture(scope="module")
@@ -62,6 +71,7 @@ def served(tmp_path_factory):
     db = app.state.studio.db
     trainer = add_account(db, "tom", Role.TRAINER)
     rater = add_account(db, "rae", Role.RATER)
+    admin = add_account(db, "ada", Role.ADMIN)
     with serve(app) as url:
         downloads = folder / "downloads"
         studio = Client(
@@ -74,6 +84,7 @@ def served(tmp_path_factory):
             "studio": studio,
             "trainer": trainer,
             "rater": rater,
+            "admin": admin,
             "folder": folder,
         }
 
@@ -267,17 +278,60 @@ def test_arena_votes_once_per_pair_results_and_export(served):
     done = rater.predict(campaign_id, "overall", api_name="/arena_next")
     assert "judged every pair" in done[-1]
     studio = served["studio"]
-    summary, rates, scores = studio.predict(campaign_id, "overall", api_name="/arena_results")
+    summary, plot, verdict, rates, scores, *_ = studio.predict(
+        campaign_id, "overall", api_name="/arena_results"
+    )
     assert "2 counted votes" in summary and "agreement" in summary
+    assert Image.open(plot).width > 300 and "Verdict" in verdict
     assert {row[0] for row in rates["data"]} == {"base", "other"}
     assert {row[0] for row in scores["data"]} == {"base", "other"}
-    exported = studio.predict(campaign_id, api_name="/arena_jsonl")
+    exported = studio.predict(campaign_id, "preferences", api_name="/arena_jsonl")
     with open(exported, encoding="utf-8") as handle:
         text = handle.read()
     assert text.count("\n") == 2 and '"winner_model": "base"' in text
-    with open(studio.predict(campaign_id, api_name="/arena_csv"), encoding="utf-8") as handle:
-        csv_text = handle.read()
-    assert csv_text.splitlines()[0].startswith("prompt,winner,loser")
+    raw = studio.predict(campaign_id, "votes", api_name="/arena_csv")
+    assert raw.endswith(f"campaign-{campaign_id}-contract-raw-votes.csv")
+    with open(raw, encoding="utf-8") as handle:
+        assert handle.read().splitlines()[0].startswith("vote_id,time,criterion,choice")
+
+
+def test_rest_api_undoes_a_vote_excludes_a_rater_and_exports_either_view(served):
+    db, settings, url = served["db"], served["settings"], served["url"]
+    campaign_id, pairs = ready_campaign(db, settings, "rest arena", pairs=2)
+    rater, trainer, admin = (
+        httpx.Client(base_url=url, headers=served[who].headers, timeout=30)
+        for who in ("rater", "trainer", "admin")
+    )
+    votes = [
+        rater.post(
+            "/api/v1/votes", json={"comparison_id": p, "criterion": "overall", "choice": c}
+        ).json()["id"]
+        for p, c in zip(pairs, ("tie", "left"), strict=True)
+    ]
+    assert trainer.delete(f"/api/v1/rate/votes/{votes[0]}").status_code == 404
+    undone = rater.delete(f"/api/v1/rate/votes/{votes[0]}")
+    assert undone.status_code == 200 and undone.json()["comparison_id"] == pairs[0]
+    shown = rater.get(f"/api/v1/rate/campaigns/{campaign_id}/next", params={"criterion": "overall"})
+    assert shown.json()["comparison_id"] == pairs[0] and shown.json()["judged"] == 1
+    exclusion = f"/api/v1/campaigns/{campaign_id}/excluded_raters"
+    rae = user_id(db, "rae")
+    assert trainer.put(f"{exclusion}/{rae}").status_code == 403
+    assert admin.put(f"{exclusion}/{rae}").json() == {"excluded_raters": [rae]}
+    found = trainer.get(f"/api/v1/campaigns/{campaign_id}/results").json()
+    assert found["votes"] == 0 and found["all_raters"]["votes"] == 1
+    assert admin.put(f"{exclusion}/99999").status_code == 404
+    assert admin.delete(f"{exclusion}/{rae}").json() == {"excluded_raters": []}
+    export = trainer.get(f"/api/v1/campaigns/{campaign_id}/export", params={"format": "csv"})
+    assert export.headers["content-disposition"] == (
+        f'attachment; filename="campaign-{campaign_id}-rest-arena-raw-votes.csv"'
+    )
+    assert export.text.splitlines()[0].startswith("vote_id,") and len(export.text.splitlines()) == 2
+    prefs = trainer.get(f"/api/v1/campaigns/{campaign_id}/export", params={"view": "preferences"})
+    assert "preferences.jsonl" in prefs.headers["content-disposition"]
+    bad = trainer.get(f"/api/v1/campaigns/{campaign_id}/export", params={"view": "nope"})
+    assert bad.status_code == 422
+    listed = {c["id"]: c for c in trainer.get("/api/v1/campaigns").json()}
+    assert listed[campaign_id]["rendered"] == [4, 4]
 
 
 def test_checkpoint_tab_shows_sha_card_and_snippet(served):

@@ -15,7 +15,7 @@ from app.core.models import Campaign, Job, JobState, RewardPreset, Role, Vote
 from app.core.startup import prepare
 from app.web.auth import Authenticator
 from app.web.context import Studio
-from app.web.ui import arena, checkpoints, common, lab, train
+from app.web.ui import arena, arena_view, checkpoints, common, lab, train
 from tests.web_support import add_account, ready_campaign, stored_checkpoint, web_settings
 
 
@@ -26,12 +26,14 @@ def ctx(tmp_path_factory):
     studio = Studio(settings, db, Authenticator(db, settings.secret()))
     add_account(db, "tom", Role.TRAINER)
     add_account(db, "rae", Role.RATER)
+    add_account(db, "ada", Role.ADMIN)
     return SimpleNamespace(
         studio=studio,
         db=db,
         settings=settings,
         trainer=SimpleNamespace(username="tom"),
         rater=SimpleNamespace(username="rae"),
+        admin=SimpleNamespace(username="ada"),
     )
 
 
@@ -108,17 +110,67 @@ def test_arena_handlers_vote_once_show_results_and_export(ctx) -> None:
         ctx.studio, Role.RATER, campaign_id, "overall", ctx.rater
     )
     assert pair in pairs and prompt == "a red circle" and left.size == right.size
-    assert "overall" in question
-    arena.vote(ctx.studio, Role.RATER, "left", pair, campaign_id, "overall", ctx.rater)
-    assert count(ctx.db, Vote) == 1
+    assert "overall" in question and "pair 1 of 2" in question
+    *shown, _, confirm = arena.vote(
+        ctx.studio, Role.RATER, "left", pair, campaign_id, "overall", ctx.rater
+    )
+    assert count(ctx.db, Vote) == 1 and "Vote saved: **Left**" in confirm
+    assert shown[0] != pair and "pair 2 of 2" in shown[-1]
     with pytest.raises(gr.Error, match="already voted"):
         arena.vote(ctx.studio, Role.RATER, "right", pair, campaign_id, "overall", ctx.rater)
-    summary, rates, _ = arena.show_results(ctx.studio, campaign_id, "overall", ctx.trainer)
-    assert "1 counted votes" in summary and set(rates["model"]) == {"base", "other"}
-    with open(arena.export(ctx.studio, "jsonl", campaign_id, ctx.trainer), encoding="utf-8") as f:
+    summary, plot, verdict, rates, *_ = arena_view.show_results(
+        ctx.studio, campaign_id, "overall", ctx.trainer
+    )
+    assert "1 counted votes" in summary and "bootstrap resamples" in summary
+    assert set(rates["model"]) == {"base", "other"}
+    assert plot.width > 300 and "not decided yet" in verdict
+    path = arena_view.export(ctx.studio, "jsonl", campaign_id, "preferences", ctx.trainer)
+    assert path.endswith(f"campaign-{campaign_id}-handlers-preferences.jsonl")
+    with open(path, encoding="utf-8") as f:
         assert '"winner_model": "base"' in f.read()
     with pytest.raises(gr.Error, match="trainer role"):
-        arena.show_results(ctx.studio, campaign_id, "overall", ctx.rater)
+        arena_view.show_results(ctx.studio, campaign_id, "overall", ctx.rater)
+
+
+def test_a_rater_undoes_a_vote_and_sees_its_pair_again(ctx) -> None:
+    campaign_id, _ = ready_campaign(ctx.db, ctx.settings, "undo", pairs=2)
+    pair, *_ = arena.next_pair(ctx.studio, Role.RATER, campaign_id, "overall", ctx.rater)
+    *_, vote_id, _ = arena.vote(
+        ctx.studio, Role.RATER, "tie", pair, campaign_id, "overall", ctx.rater
+    )
+    with pytest.raises(gr.Error, match="no vote of yours"):
+        arena.undo(ctx.studio, Role.TRAINER, vote_id, campaign_id, "overall", ctx.trainer)
+    again, _, _, _, question, last, said = arena.undo(
+        ctx.studio, Role.RATER, vote_id, campaign_id, "overall", ctx.rater
+    )
+    assert again == pair and "pair 1 of 2" in question and last is None and "undone" in said
+    with ctx.db.session() as session:
+        assert session.get(Vote, vote_id) is None
+    with pytest.raises(gr.Error, match="no vote to undo"):
+        arena.undo(ctx.studio, Role.RATER, None, campaign_id, "overall", ctx.rater)
+
+
+def test_only_an_admin_excludes_a_rater_and_results_show_both(ctx) -> None:
+    campaign_id, pairs = ready_campaign(ctx.db, ctx.settings, "exclude", pairs=2)
+    for pair in pairs:
+        arena.vote(ctx.studio, Role.RATER, "right", pair, campaign_id, "overall", ctx.rater)
+        arena.vote(ctx.studio, Role.TRAINER, "left", pair, campaign_id, "overall", ctx.trainer)
+    *_, raters, choices, _ = arena_view.show_results(
+        ctx.studio, campaign_id, "overall", ctx.trainer
+    )
+    assert list(raters["status"]) == ["counted", "counted"]
+    rae = next(value for label, value in choices["choices"] if label.startswith("rae"))
+    with pytest.raises(gr.Error, match="admin role"):
+        arena_view.exclude(ctx.studio, True, campaign_id, rae, "overall", ctx.trainer)
+    summary, _, _, rates, _, everyone, raters, _, _ = arena_view.exclude(
+        ctx.studio, True, campaign_id, rae, "overall", ctx.admin
+    )
+    assert "2 counted votes" in summary
+    assert dict(zip(rates["model"], rates["wins"], strict=True)) == {"base": 2, "other": 0}
+    assert "With every rater** (4 votes" in everyone and "rae" in everyone
+    assert sorted(raters["status"]) == ["counted", "excluded"]
+    back = arena_view.exclude(ctx.studio, False, campaign_id, rae, "overall", ctx.admin)
+    assert "4 counted votes" in back[0] and back[5] == ""
 
 
 def test_a_bad_campaign_is_refused_before_anything_is_sent(ctx) -> None:
@@ -137,3 +189,11 @@ def test_checkpoint_handler_shows_sha_card_and_snippet(ctx) -> None:
     assert f"/api/v1/checkpoints/{checkpoint_id}/download" in link and "load_file" in snippet
     table, choices = checkpoints.refresh(ctx.studio, ctx.trainer)
     assert checkpoint_id in set(table["id"]) and choices["choices"]
+
+
+def test_export_names_and_an_empty_forest_plot() -> None:
+    from app.core.arena_export import export_name
+
+    assert export_name(7, "Ünï  test/../x", "votes", "csv") == "campaign-7-n-test-x-raw-votes.csv"
+    assert export_name(8, "", "preferences", "jsonl") == "campaign-8-preferences.jsonl"
+    assert arena_view.forest_image([], ["overall"], ["base"]) is None

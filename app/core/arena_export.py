@@ -98,3 +98,16 @@ def write_preference_dataset(
         Path(tmp).unlink(missing_ok=True)
         raise
     return len(rows)
+
+
+EXPORT_VIEWS = ("votes", "preferences")
+
+
+def export_name(campaign_id: int, name: str, view: str, fmt: str) -> str:
+    """The download's file name: ``campaign-ID-NAME-VIEW.FMT`` with the campaign's name reduced
+    to letters, digits and dashes (so it is safe in a header and on any file system)."""
+    slug = "-".join(
+        "".join(c if c.isascii() and c.isalnum() else " " for c in name.lower()).split()
+    )[:40]
+    middle = f"-{slug}" if slug else ""
+    return f"campaign-{campaign_id}{middle}-{'raw-votes' if view == 'votes' else view}.{fmt}"

@@ -412,3 +412,34 @@ def checkpoint_arena(session: Session, checkpoint_id: int) -> list[dict[str, Any
                     }
                 )
     return entries
+
+
+def forest(db: Database, campaign_id: int) -> dict[str, Any]:
+    """Bradley-Terry scores with intervals of every model on every criterion, and the verdicts,
+    as a forest plot shows them.
+
+    ``rows``: ``{criterion, model, label, score, low, high, raters}`` where ``raters`` is
+    ``counted`` (the results' votes) or, only when some raters are excluded, ``all``;
+    ``verdicts``: per criterion, the sentences of :func:`arena_sampling.verdicts` on the
+    counted votes.
+    """
+    with db.session() as session:
+        found = campaign(session, campaign_id)
+        models, criteria = list(found.models), list(found.criteria)
+        labels = arena.model_labels(session, models)
+        anchor = "base" if "base" in models else None
+        some_excluded = bool(excluded_raters(found))
+        votes = {
+            (criterion, who): comparisons(
+                session, campaign_id, criterion, excluded=who == "counted"
+            )
+            for criterion in criteria
+            for who in (("counted", "all") if some_excluded else ("counted",))
+        }
+    rows, verdict = [], {}
+    for (criterion, who), counted in votes.items():
+        fitted = fit(counted, anchor)
+        rows += [{"criterion": criterion, "raters": who, **r} for r in _bt_rows(fitted, labels)]
+        if who == "counted":
+            verdict[criterion] = arena_sampling.verdicts(fitted, models, criterion, labels)
+    return {"labels": labels, "rows": rows, "verdicts": verdict}

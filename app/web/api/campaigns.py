@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Response
@@ -10,10 +11,10 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
-from app.core import access, admission, arena, arena_results, dispatch
+from app.core import access, admission, arena, arena_export, arena_results, dispatch
 from app.core.errors import Forbidden, NotFound
 from app.core.models import Campaign, CampaignState, User
-from app.web.api.deps import Id, State, Trainer
+from app.web.api.deps import Admin, Id, State, Trainer
 from app.web.auth import Principal
 from app.web.context import Studio
 
@@ -35,8 +36,9 @@ class CampaignIn(BaseModel):
     )
 
 
-def campaign_row(found: Campaign) -> dict[str, Any]:
-    """A campaign as plain JSON values."""
+def campaign_row(found: Campaign, storage: Path) -> dict[str, Any]:
+    """A campaign as plain JSON values, with ``rendered``: ``[images rendered, images to
+    render]``."""
     return {
         "id": found.id,
         "name": found.name,
@@ -46,6 +48,7 @@ def campaign_row(found: Campaign) -> dict[str, Any]:
         "prompts": len(found.prompts),
         "seeds": found.seeds,
         "error": found.error,
+        "rendered": list(arena.rendering_progress(storage, found)),
     }
 
 
@@ -80,14 +83,14 @@ def _managed(session, state: Studio, who: Principal, campaign_id: int) -> None:
 def cancel_campaign(campaign_id: Id, who: Trainer, state: State) -> dict[str, Any]:
     with state.db.session() as session:
         _managed(session, state, who, campaign_id)
-        return campaign_row(arena.cancel_rendering(session, campaign_id))
+        return campaign_row(arena.cancel_rendering(session, campaign_id), state.settings.storage)
 
 
 @router.post("/campaigns/{campaign_id}/resume", summary="render what a campaign still lacks")
 def resume_campaign(campaign_id: Id, who: Trainer, state: State) -> dict[str, Any]:
     with state.db.session() as session:
         _managed(session, state, who, campaign_id)
-        row = campaign_row(arena.resume_rendering(session, campaign_id))
+        row = campaign_row(arena.resume_rendering(session, campaign_id), state.settings.storage)
     dispatch.send(state.settings, dispatch.PAIRS_TASK, [campaign_id])
     return row
 
@@ -95,7 +98,10 @@ def resume_campaign(campaign_id: Id, who: Trainer, state: State) -> dict[str, An
 @router.get("/campaigns", summary="every campaign")
 def list_campaigns(_: Trainer, state: State) -> list[dict[str, Any]]:
     with state.db.session() as session:
-        return [campaign_row(c) for c in session.scalars(select(Campaign).order_by(Campaign.id))]
+        return [
+            campaign_row(c, state.settings.storage)
+            for c in session.scalars(select(Campaign).order_by(Campaign.id))
+        ]
 
 
 @router.get("/campaigns/{campaign_id}/results", summary="win rates, Bradley-Terry, agreement")
@@ -105,16 +111,47 @@ def campaign_results(
     return arena_results.results(state.db, state.pair_scores, campaign_id, criterion)
 
 
-@router.get("/campaigns/{campaign_id}/export", summary="preference dataset (JSONL or CSV)")
+@router.get(
+    "/campaigns/{campaign_id}/export",
+    summary="every vote (view=votes) or the preference pairs (view=preferences), JSONL or CSV",
+)
 def export(
-    campaign_id: Id, _: Trainer, state: State, format: Literal["jsonl", "csv"] = "jsonl"
+    campaign_id: Id,
+    _: Trainer,
+    state: State,
+    format: Literal["jsonl", "csv"] = "jsonl",
+    view: Literal["votes", "preferences"] = "votes",
 ) -> Response:
     with state.db.session() as session:
-        text = arena_results.export(session, campaign_id, format)
+        name = arena_results.campaign(session, campaign_id).name
+        text = arena_results.export(session, campaign_id, format, view=view)
     media = "application/x-ndjson" if format == "jsonl" else "text/csv"
-    name = f"campaign-{campaign_id}-preferences.{format}"
+    file_name = arena_export.export_name(campaign_id, name, view, format)
     return StreamingResponse(
         io.BytesIO(text.encode()),
         media_type=media,
-        headers={"Content-Disposition": f'attachment; filename="{name}"'},
+        headers={"Content-Disposition": f'attachment; filename="{file_name}"'},
     )
+
+
+def _exclusion(campaign_id: int, rater_id: int, excluded: bool, state: Studio) -> dict[str, Any]:
+    def work(session) -> list[int]:
+        return arena.set_excluded(session, campaign_id, rater_id, excluded)
+
+    return {"excluded_raters": state.db.write(work)}
+
+
+@router.put(
+    "/campaigns/{campaign_id}/excluded_raters/{rater_id}",
+    summary="leave a rater's votes out of the campaign's results (admins)",
+)
+def exclude_rater(campaign_id: Id, rater_id: Id, _: Admin, state: State) -> dict[str, Any]:
+    return _exclusion(campaign_id, rater_id, True, state)
+
+
+@router.delete(
+    "/campaigns/{campaign_id}/excluded_raters/{rater_id}",
+    summary="count an excluded rater's votes again (admins)",
+)
+def include_rater(campaign_id: Id, rater_id: Id, _: Admin, state: State) -> dict[str, Any]:
+    return _exclusion(campaign_id, rater_id, False, state)

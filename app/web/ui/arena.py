@@ -1,23 +1,21 @@
 """Arena: campaigns, blind voting (also the raters' whole app), results and export.
 
-Handlers: :func:`next_pair` and :func:`vote` (blind voting, for raters and trainers),
-:func:`create_campaign`, :func:`show_results`, :func:`export`, :func:`refresh_voting` and
-:func:`refresh`. Campaigns, votes and results are the core's (:mod:`app.core.arena`,
-:mod:`app.core.arena_results`); the pairs' images are rendered by the worker.
+Handlers: :func:`next_pair`, :func:`vote` and :func:`undo` (blind voting, for raters and
+trainers), :func:`create_campaign`, :func:`tick` (rendering progress), :func:`refresh_voting`
+and :func:`refresh`; the results are :mod:`app.web.ui.arena_view`'s. Campaigns and votes are
+the core's (:mod:`app.core.arena`); the pairs' images are rendered by the worker.
 """
-
-import tempfile
-from pathlib import Path
 
 import gradio as gr
 import pandas as pd
 from PIL import Image
 from sqlalchemy import select
 
-from app.core import admission, arena, arena_next, arena_results, dispatch
+from app.core import admission, arena, arena_next, dispatch
 from app.core.errors import StudioError
 from app.core.models import Campaign, CampaignState, Comparison, Role, User
 from app.web.context import Studio
+from app.web.ui import arena_view
 from app.web.ui.common import Refresh, bind, caller, friendly, ident, lines, text
 from app.web.ui.lab import model_choices
 
@@ -33,25 +31,69 @@ def campaign_choices(studio: Studio, ready_only: bool) -> list[tuple[str, int]]:
         return [(f"{c.id}: {c.name}", c.id) for c in session.scalars(query)]
 
 
+CAMPAIGN_COLUMNS = ["id", "name", "state", "rendered", "models", "criteria", "prompts", "error"]
+
+
 def campaign_table(studio: Studio) -> pd.DataFrame:
-    """Every campaign with its state."""
+    """Every campaign with its state, how many of its images are rendered, and its models as
+    people know them ("job name · step N")."""
     with studio.db.session() as session:
         found = session.scalars(select(Campaign).order_by(Campaign.id.desc())).all()
-        return pd.DataFrame(
-            [
+        labels = arena.model_labels(session, sorted({m for c in found for m in c.models}))
+        rows = []
+        for c in found:
+            done, total = arena.rendering_progress(studio.settings.storage, c)
+            rows.append(
                 {
                     "id": c.id,
                     "name": c.name,
                     "state": arena.campaign_state(c),
-                    "models": ", ".join(c.models),
+                    "rendered": f"{done} of {total} images",
+                    "models": ", ".join(labels[m] for m in c.models),
                     "criteria": ", ".join(c.criteria),
                     "prompts": len(c.prompts),
                     "error": c.error or "",
                 }
-                for c in found
-            ],
-            columns=["id", "name", "state", "models", "criteria", "prompts", "error"],
+            )
+    return pd.DataFrame(rows, columns=CAMPAIGN_COLUMNS)
+
+
+def rendering(studio: Studio) -> bool:
+    """Whether any campaign is still waiting for its images."""
+    with studio.db.session() as session:
+        return (
+            session.scalar(
+                select(Campaign.id)
+                .where(
+                    Campaign.state == CampaignState.PENDING, Campaign.cancel_requested.is_(False)
+                )
+                .limit(1)
+            )
+            is not None
         )
+
+
+def tick(studio: Studio, was_rendering: bool, request: gr.Request):
+    """The timer's refresh: the campaign table (and the lists of campaigns) re-read while any
+    campaign renders, and once more when the last one is done; nothing otherwise."""
+    caller(studio, request, Role.TRAINER)
+    now = rendering(studio)
+    if not now and not was_rendering:
+        return gr.skip(), gr.skip(), gr.skip(), False
+    return (
+        campaign_table(studio),
+        gr.update(choices=campaign_choices(studio, ready_only=False)),
+        refresh_voting(studio, Role.TRAINER, request),
+        now,
+    )
+
+
+def labelled_models(studio: Studio) -> list[tuple[str, str]]:
+    """The models a campaign can compare, as ``(job name · step N, reference)`` choices."""
+    refs = model_choices(studio)
+    with studio.db.session() as session:
+        labels = arena.model_labels(session, refs)
+    return [(labels[ref], ref) for ref in refs]
 
 
 def _image(studio: Studio, session, pair: Comparison, side: str) -> Image.Image:
@@ -59,6 +101,17 @@ def _image(studio: Studio, session, pair: Comparison, side: str) -> Image.Image:
     reaches the page); a gold pair's degraded side is degraded here."""
     rgb = arena.side_image(session, studio.settings.storage, pair, side)
     return rgb.resize((rgb.width * 4, rgb.height * 4), Image.NEAREST)
+
+
+def _show(studio: Studio, session, pair: Comparison, judged: int, total: int, chosen) -> tuple:
+    """A blind pair on screen, with its place in the campaign ("pair n of N")."""
+    return (
+        pair.id,
+        pair.prompt,
+        _image(studio, session, pair, "left"),
+        _image(studio, session, pair, "right"),
+        f"Which image is better for **{text(chosen)}**? · pair {judged + 1} of {total}",
+    )
 
 
 @friendly
@@ -74,22 +127,15 @@ def next_pair(studio: Studio, role: Role, campaign_id, chosen, request: gr.Reque
             reason = found.reason or "nothing to rate"
             done = f"{reason[0].upper()}{reason[1:]}. Nothing to rate here now."
             return None, "", None, None, f"{done} ({found.judged} of {found.total} judged)"
-        pair = found.pair
-        return (
-            pair.id,
-            pair.prompt,
-            _image(studio, session, pair, "left"),
-            _image(studio, session, pair, "right"),
-            f"Which image is better for **{text(chosen)}**? · pair {found.judged + 1} of "
-            f"{found.total}",
-        )
+        return _show(studio, session, found.pair, found.judged, found.total, chosen)
 
 
 @friendly
 def vote(
     studio: Studio, role: Role, choice: str, current, campaign_id, chosen, request: gr.Request
 ):
-    """Store the caller's ``choice`` on the pair on screen, then show the next pair."""
+    """Store the caller's ``choice`` on the pair on screen, confirm it (with undo for a few
+    seconds), then show the next pair."""
     who = caller(studio, request, role)
     if current is None:
         raise StudioError("no pair on screen: press Next pair")
@@ -97,8 +143,30 @@ def vote(
     def store(session) -> int:
         return arena.cast_vote(session, who.id, ident(current, "pair"), chosen, choice)
 
-    studio.db.write(store)
-    return next_pair(studio, role, campaign_id, chosen, request)
+    vote_id = studio.db.write(store)
+    said = dict((value, label) for label, value in CHOICES).get(choice, "Skip")
+    confirm = (
+        f"✓ Vote saved: **{said}** on {text(chosen)}. You can undo it for "
+        f"{arena.UNDO_SECONDS:.0f} s."
+    )
+    return (*next_pair(studio, role, campaign_id, chosen, request), vote_id, confirm)
+
+
+@friendly
+def undo(studio: Studio, role: Role, last_vote, campaign_id, chosen, request: gr.Request):
+    """Take back the caller's last vote (within :data:`arena.UNDO_SECONDS`) and show its pair
+    again."""
+    who = caller(studio, request, role)
+    if last_vote is None:
+        raise StudioError("no vote to undo")
+    vote_id = ident(last_vote, "vote")
+    pair_id = studio.db.write(lambda s: arena.undo_vote(s, who.id, vote_id).id)
+    with studio.db.session() as session:
+        count = arena_next.next_pair(session, ident(campaign_id, "campaign"), who.id, chosen)
+        shown = _show(
+            studio, session, session.get(Comparison, pair_id), count.judged, count.total, chosen
+        )
+    return (*shown, None, "↶ Vote undone: the pair is shown again.")
 
 
 def refresh_voting(studio: Studio, role: Role, request: gr.Request):
@@ -141,53 +209,11 @@ def create_campaign(
     )
 
 
-@friendly
-def show_results(studio: Studio, campaign_id, chosen, request: gr.Request):
-    """Win rates, Bradley-Terry scores and human-reward agreement of a campaign."""
-    caller(studio, request, Role.TRAINER)
-    if campaign_id is None:
-        raise StudioError("choose a campaign")
-    found = arena_results.results(
-        studio.db, studio.pair_scores, ident(campaign_id, "campaign"), chosen
-    )
-    agreement = found["agreement"]
-    agree = (
-        "no decided pairs yet"
-        if not agreement or not agreement["decided"]
-        else f"{agreement['rate']:.0%} of {agreement['decided']} decided pairs "
-        f"[{agreement['low']:.2f}, {agreement['high']:.2f}]"
-    )
-    text_summary = (
-        f"**{text(found['campaign'])}** · {text(found['criterion'])} · {found['votes']} "
-        f"counted votes · human-reward agreement: {agree}"
-    )
-    # the tables keep the columns their headers name (labels are not shown here yet)
-    rates = pd.DataFrame(found["win_rates"]).drop(columns="label", errors="ignore")
-    scores = pd.DataFrame(found["bradley_terry"]).drop(columns="label", errors="ignore")
-    return text_summary, rates, scores
-
-
-@friendly
-def export(studio: Studio, fmt: str, campaign_id, request: gr.Request):
-    """The campaign's preference dataset as a ``jsonl`` or ``csv`` file to download."""
-    caller(studio, request, Role.TRAINER)
-    if campaign_id is None:
-        raise StudioError("choose a campaign")
-    with studio.db.session() as session:
-        data = arena_results.export(
-            session, ident(campaign_id, "campaign"), fmt, view="preferences"
-        )
-    folder = Path(tempfile.mkdtemp(prefix="srpo-export-"))
-    path = folder / f"campaign-{ident(campaign_id, 'campaign')}-preferences.{fmt}"
-    path.write_text(data, encoding="utf-8")
-    return str(path)
-
-
 def refresh(studio: Studio, request: gr.Request):
     """The tab's lists, re-read: models, campaigns, campaigns open for votes."""
     caller(studio, request, Role.TRAINER)
     return (
-        gr.update(choices=model_choices(studio)),
+        gr.update(choices=labelled_models(studio)),
         campaign_table(studio),
         gr.update(choices=campaign_choices(studio, ready_only=False)),
         refresh_voting(studio, Role.TRAINER, request),
@@ -211,6 +237,10 @@ def build_voting(studio: Studio, role: Role) -> Refresh:
         buttons = [gr.Button(label, elem_classes=["vote"]) for label, _ in CHOICES]
         skip = gr.Button("Skip", variant="secondary")
     status = gr.Markdown(elem_classes=["status"])
+    with gr.Row():
+        confirm = gr.Markdown(elem_classes=["status", "vote-confirm"])
+        take_back = gr.Button("Undo last vote", variant="secondary", scale=0)
+    last_vote = gr.State(None)
 
     pair_outputs = [pair_id, prompt, left, right, status]
     show_next = bind(next_pair, studio, role)
@@ -219,7 +249,18 @@ def build_voting(studio: Studio, role: Role) -> Refresh:
     for button, (_, choice) in zip([*buttons, skip], [*CHOICES, ("Skip", "skip")], strict=True):
         cast = bind(vote, studio, role, choice)
         cast.__name__ = f"vote_{choice}"
-        button.click(cast, [pair_id, campaign, criterion], pair_outputs, api_name=f"vote_{choice}")
+        button.click(
+            cast,
+            [pair_id, campaign, criterion],
+            [*pair_outputs, last_vote, confirm],
+            api_name=f"vote_{choice}",
+        )
+    take_back.click(
+        bind(undo, studio, role),
+        [last_vote, campaign, criterion],
+        [*pair_outputs, last_vote, confirm],
+        api_name="vote_undo",
+    )
     return bind(refresh_voting, studio, role), [campaign]
 
 
@@ -239,27 +280,10 @@ def build(studio: Studio) -> Refresh:
     with gr.Accordion("Vote (blind: sides are random, models hidden)", open=True):
         _, vote_outputs = build_voting(studio, Role.TRAINER)
     with gr.Accordion("Results", open=True):
-        with gr.Row():
-            result_campaign = gr.Dropdown([], label="Campaign", allow_custom_value=True)
-            result_criterion = gr.Dropdown(
-                list(arena.CRITERIA), value="overall", label="Criterion", allow_custom_value=False
-            )
-            show = gr.Button("Show results")
-        summary = gr.Markdown()
-        rates = gr.Dataframe(
-            headers=["model", "wins", "losses", "ties", "win_rate", "wilson_low", "wilson_high"],
-            label="Win rates (Wilson 95% intervals, ties count half)",
-            interactive=False,
-        )
-        scores = gr.Dataframe(
-            headers=["model", "score", "low", "high"],
-            label="Bradley-Terry scores (bootstrap 95% intervals; base = 0)",
-            interactive=False,
-        )
-        with gr.Row():
-            export_jsonl = gr.Button("Export JSONL")
-            export_csv = gr.Button("Export CSV")
-        export_file = gr.File(label="Preference dataset", interactive=False, height=80)
+        result_campaign = gr.Dropdown([], label="Campaign", allow_custom_value=True)
+        arena_view.build_results(studio, result_campaign)
+    timer = gr.Timer(3.0)
+    was_rendering = gr.State(True)
 
     create.click(
         bind(create_campaign, studio),
@@ -267,14 +291,10 @@ def build(studio: Studio) -> Refresh:
         [create_status, table, result_campaign],
         api_name="arena_create",
     )
-    show.click(
-        bind(show_results, studio),
-        [result_campaign, result_criterion],
-        [summary, rates, scores],
-        api_name="arena_results",
+    timer.tick(
+        bind(tick, studio),
+        [was_rendering],
+        [table, result_campaign, *vote_outputs, was_rendering],
+        show_progress="hidden",
     )
-    for button, fmt in ((export_jsonl, "jsonl"), (export_csv, "csv")):
-        run_export = bind(export, studio, fmt)
-        run_export.__name__ = f"export_{fmt}"
-        button.click(run_export, [result_campaign], [export_file], api_name=f"arena_{fmt}")
     return bind(refresh, studio), [models, table, result_campaign, *vote_outputs]
