@@ -19,6 +19,10 @@ from app.web.cards import diffusers_snippet
 from srpo.models import load_generator
 from srpo.models.small import SMALL_FLUX2_LAYERS, small_generator
 
+FULL = SimpleNamespace(
+    format="full", weights_file="transformer/diffusion_pytorch_model.safetensors", job_id=1, step=2
+)
+
 
 def pipeline_of(name: str, generator):
     enc, parts = generator.prompt_encoder, {"vae": generator.vae}
@@ -82,16 +86,18 @@ def test_a_missing_or_wrong_model_folder_is_one_clear_line(tmp_path):
 )
 def test_card_snippets_name_each_backends_classes(model, pipeline, transformer):
     lora = diffusers_snippet(
-        SimpleNamespace(format="lora", weights_file="w.safetensors"), {"model": model}
+        SimpleNamespace(format="lora", weights_file="w.safetensors", job_id=1, step=2),
+        {"model": model},
     )
     assert f"from diffusers import {pipeline}\n" in lora
     assert f"{pipeline}.from_pretrained(" in lora
-    full = diffusers_snippet(SimpleNamespace(format="full"), {"model": model})
-    assert f'{transformer}.from_pretrained("transformer")' in full
+    full = diffusers_snippet(FULL, {"model": model})
+    assert 'zipfile.ZipFile("job1-step2.zip").extractall("job1-step2")' in full
+    assert f'{transformer}.from_pretrained("job1-step2/transformer")' in full
 
 
 def test_a_flux2_klein_folder_gets_the_klein_pipeline(tmp_path):
     (tmp_path / "model_index.json").write_text(json.dumps({"_class_name": "Flux2KleinPipeline"}))
     config = {"model": "flux2", "model_path": str(tmp_path)}
-    snippet = diffusers_snippet(SimpleNamespace(format="full"), config)
+    snippet = diffusers_snippet(FULL, config)
     assert "from diffusers import Flux2KleinPipeline" in snippet

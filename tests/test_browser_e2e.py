@@ -3,16 +3,23 @@ in embedded mode (SQLite, the SQLAlchemy broker, an in-process worker that reall
 
 A trainer signs in through the login page, previews a reward shift in the Reward Lab, queues
 the tiny demo (shortened in the form's quick fields) and watches it succeed in the job list,
-creates a campaign of the new checkpoint against the base model, downloads the checkpoint with
-the browser's session cookie (its sha256 matches the page and the database) and votes; a rater
-votes in the raters' app. Each tab is saved as a full-page screenshot under
+creates a campaign of the new checkpoint ("browser demo · step 2") against the base model and
+sees the campaign table follow its rendering, downloads the checkpoint with the browser's
+session cookie (its sha256 matches the page and the database) and runs the page's snippet on the
+downloaded file alone, votes (confirmed), sees the forest plot, verdict, rater quality and
+exports the raw votes as a named file; a rater votes in the raters' app, undoes the vote and
+votes again. Each tab is saved as a full-page screenshot under
 ``test-artifacts/screenshots/``.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -52,6 +59,7 @@ QUICK_FIELDS = {
 }
 LAB_SEEDS = 4
 WIN_RATES = "Win rates (Wilson 95% intervals, ties count half)"
+RATERS = "Rater quality (gold pairs, repeated pairs, agreement with the majority)"
 
 
 @dataclass(frozen=True)
@@ -232,18 +240,33 @@ def final_checkpoint(db: Database, job_id: int) -> Checkpoint | None:
         ).first()
 
 
-def create_campaign(page: Page, checkpoint_id: int) -> int:
-    """Create a campaign of the checkpoint against the base model in the Arena tab."""
+def create_campaign(page: Page, label: str) -> int:
+    """Create a campaign of the checkpoint (shown by its ``label``) against the base model in
+    the Arena tab; the campaign table follows its rendering on its own until it is ready."""
     tab = open_tab(page, "Arena")
     tab.get_by_label("Name", exact=True).fill("browser campaign")
     tab.get_by_role("checkbox", name="base", exact=True).check()
-    tab.get_by_role("checkbox", name=f"checkpoint:{checkpoint_id}", exact=True).check()
+    tab.get_by_role("checkbox", name=label, exact=True).check()
     tab.get_by_label("Prompts (one per line)").fill("a red circle")
     tab.get_by_label("Seeds").fill("0")
     tab.get_by_role("button", name="Create campaign").click()
     created = tab.get_by_text(re.compile(r"Created campaign \d+;"))
     expect(created).to_be_visible()
-    return int(re.search(r"\d+", created.inner_text()).group())
+    campaign_id = int(re.search(r"\d+", created.inner_text()).group())
+    # no click: the tab's timer re-reads the table while the campaign renders
+    campaigns = tab.get_by_role("grid", name="Campaigns", exact=True)
+    expect(campaigns.get_by_role("gridcell", name="2 of 2 images", exact=True)).to_be_visible(
+        timeout=WORK_WAIT_MS
+    )
+    (row,) = table_rows(tab, "Campaigns", 1)
+    assert row[:5] == [
+        str(campaign_id),
+        "browser campaign",
+        "ready",
+        "2 of 2 images",
+        f"base, {label}",
+    ]
+    return campaign_id
 
 
 def download_checkpoint(
@@ -274,7 +297,27 @@ def download_checkpoint(
     assert digest == shown.input_value() == stored
     weights = Path(checkpoint.weights_file).name
     assert target.name == f"job{checkpoint.job_id}-step{checkpoint.step}-{weights}"
+    run_snippet(tab, target)
     screenshot(page, "4-checkpoints")
+
+
+def run_snippet(tab: Locator, download: Path) -> None:
+    """The page's loading snippet, run as shown next to the downloaded file alone, loads it."""
+    snippet = tab.locator(".cm-content").nth(1).inner_text()
+    assert download.name in snippet, snippet
+    alone = download.parent / "alone"
+    alone.mkdir()
+    shutil.copy(download, alone / download.name)
+    done = subprocess.run(
+        [sys.executable, "-c", snippet + "\nprint(type(transformer).__name__)"],
+        cwd=alone,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+        capture_output=True,
+        text=True,
+        timeout=WORK_WAIT_MS / 1000,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().endswith("Transformer2DModel")
 
 
 def campaign_ready(db: Database, campaign_id: int) -> bool:
@@ -295,9 +338,12 @@ def wait_until(check: Callable[[], bool], what: str) -> None:
 
 
 def vote(page: Page, scope: Page | Locator, campaign_id: int, button: str, shot: str) -> None:
-    """Pick the campaign in the (first) Campaign dropdown, see its one pair and vote on it."""
+    """Pick the campaign in the (first) Campaign dropdown, see its one pair ("pair 1 of N") and
+    vote on it: the vote is confirmed and there is nothing left to rate."""
     choose(scope, "Campaign", f"{campaign_id}: browser campaign")
-    expect(scope.get_by_text("Which image is better for overall?")).to_be_visible()
+    expect(scope.get_by_text("Which image is better for overall?")).to_contain_text(
+        re.compile(r"pair 1 of \d+")
+    )
     expect(scope.get_by_label("Prompt", exact=True)).to_have_value("a red circle")
     pictures = scope.locator(".arena-image img")
     expect(pictures).to_have_count(2)
@@ -305,6 +351,16 @@ def vote(page: Page, scope: Page | Locator, campaign_id: int, button: str, shot:
         expect(picture).to_be_visible()
         assert not re.search("base|checkpoint", picture.get_attribute("src")), "models are hidden"
     screenshot(page, shot)
+    scope.get_by_role("button", name=button, exact=True).click()
+    expect(scope.get_by_text(f"Vote saved: {button} on overall.")).to_be_visible()
+    expect(scope.get_by_text("You have judged every pair of")).to_be_visible()
+
+
+def undo_and_vote_again(scope: Page, button: str) -> None:
+    """Undo the last vote: its pair is back on screen; vote on it again."""
+    scope.get_by_role("button", name="Undo last vote").click()
+    expect(scope.get_by_text("Vote undone")).to_be_visible()
+    expect(scope.get_by_text("Which image is better for overall?")).to_contain_text("pair 1 of")
     scope.get_by_role("button", name=button, exact=True).click()
     expect(scope.get_by_text("You have judged every pair of")).to_be_visible()
 
@@ -317,11 +373,10 @@ def votes_of(db: Database, username: str) -> list[str]:
         return [choice.value for choice in found]
 
 
-def vote_and_see_results(page: Page, db: Database, campaign_id: int, model: str) -> None:
-    """Back in the Arena the campaign is ready: vote Left and see it counted for that model."""
+def vote_and_see_results(page: Page, db: Database, campaign_id: int, label: str) -> None:
+    """Back in the Arena: vote Left and see it counted for that model, named by its label, in
+    the tables, the forest plot and the verdict; export the raw votes as a named file."""
     arena = open_tab(page, "Arena")
-    (row,) = table_rows(arena, "Campaigns", 1)
-    assert row[:4] == [str(campaign_id), "browser campaign", "ready", f"base, {model}"]
     vote(page, arena, campaign_id, "Left", "3-arena")
     assert votes_of(db, "tess") == ["left"]
     arena.get_by_role("button", name="Show results").click()
@@ -330,7 +385,20 @@ def vote_and_see_results(page: Page, db: Database, campaign_id: int, model: str)
         query = select(Comparison.left_model).where(Comparison.campaign_id == campaign_id)
         chosen = session.scalars(query).one()
     wins = {row[0]: int(row[1]) for row in table_rows(arena, WIN_RATES, 2)}
-    assert wins == {"base": int(chosen == "base"), model: int(chosen == model)}
+    assert wins == {"base": int(chosen == "base"), label: int(chosen != "base")}
+    expect(arena.locator(".forest-plot img")).to_be_visible()
+    expect(arena.locator(".prose.verdict")).to_contain_text(
+        re.compile(r"on overall: not decided yet")
+    )
+    expect(arena.locator(".prose.verdict")).to_contain_text(label)
+    raters = table_rows(arena, RATERS, 1)
+    assert raters[0][0] == "tess" and raters[0][-1] == "counted"
+    arena.get_by_role("button", name="Export CSV").click()
+    name = f"campaign-{campaign_id}-browser-campaign-raw-votes.csv"
+    link = arena.locator(f'a[download="{name}"]')
+    expect(link).to_be_visible()
+    exported = page.request.get(link.get_attribute("href")).text().splitlines()
+    assert exported[0].startswith("vote_id,") and ",left," in exported[1]
     screenshot(page, "3-arena-results")
 
 
@@ -343,13 +411,14 @@ def test_a_trainer_and_a_rater_use_every_tab(
     job_id = queue_tiny_demo(page, served)
     checkpoint = final_checkpoint(served.db, job_id)
     assert checkpoint is not None and checkpoint.step == 2
-    campaign_id = create_campaign(page, checkpoint.id)
+    label = f"browser demo · step {checkpoint.step}"
+    campaign_id = create_campaign(page, label)
+    assert campaign_ready(served.db, campaign_id)
     download_checkpoint(browser, page, served, checkpoint, tmp_path)
-
-    wait_until(lambda: campaign_ready(served.db, campaign_id), "the campaign's pairs")
-    vote_and_see_results(page, served.db, campaign_id, f"checkpoint:{checkpoint.id}")
+    vote_and_see_results(page, served.db, campaign_id, label)
 
     rater = new_page(browser)
     sign_in(rater, served.url, "rory", "/rate/")
     vote(rater, rater, campaign_id, "Right", "5-rate")
-    assert votes_of(served.db, "rory") == ["right"]
+    undo_and_vote_again(rater, "Tie")
+    assert votes_of(served.db, "rory") == ["tie"]

@@ -5,6 +5,7 @@ A peft LoRA scales ``B @ A`` by ``alpha / rank``; the checkpoint must carry alph
 """
 
 import json
+import shutil
 from types import SimpleNamespace
 
 import pytest
@@ -131,10 +132,15 @@ def test_tiny_card_snippet_loads_at_trained_alpha(tmp_path, monkeypatch):
     config = {"model": "tiny", "lora": {"rank": rank, "alpha": alpha, "target_modules": TARGETS}}
     trained = trained_lora(rank, alpha, load_generator("tiny").transformer)
     checkpoint = save(tmp_path, trained)
-    snippet = diffusers_snippet(SimpleNamespace(format="lora", weights_file=LORA_FILE), config)
+    found = SimpleNamespace(format="lora", weights_file=LORA_FILE, job_id=3, step=checkpoint.step)
+    snippet = diffusers_snippet(found, config)
     assert "lora_alpha=16.0" in snippet and "r=4" in snippet
 
-    monkeypatch.chdir(checkpoint.path)
+    # the snippet loads the file as downloaded (named after the job and step), alone
+    download = tmp_path / "download"
+    download.mkdir()
+    shutil.copy(checkpoint.path / LORA_FILE, download / f"job3-step{checkpoint.step}-{LORA_FILE}")
+    monkeypatch.chdir(download)
     namespace: dict = {}
     exec(compile(snippet, "snippet", "exec"), namespace)
     loaded = namespace["transformer"]
@@ -150,6 +156,7 @@ def test_tiny_card_snippet_loads_at_trained_alpha(tmp_path, monkeypatch):
 
 def test_flux_card_snippet_relies_on_stored_metadata():
     config = {"model": "flux", "lora": {"rank": 4, "alpha": 16.0, "target_modules": TARGETS}}
-    snippet = diffusers_snippet(SimpleNamespace(format="lora", weights_file=LORA_FILE), config)
-    assert f'pipe.load_lora_weights(".", weight_name="{LORA_FILE}")' in snippet
+    found = SimpleNamespace(format="lora", weights_file=LORA_FILE, job_id=3, step=5)
+    snippet = diffusers_snippet(found, config)
+    assert f'pipe.load_lora_weights(".", weight_name="job3-step5-{LORA_FILE}")' in snippet
     assert "lora_alpha" not in snippet and "set_adapters" not in snippet

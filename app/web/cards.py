@@ -5,16 +5,18 @@ tab and ``GET /api/v1/checkpoints/{id}/model-card`` show. Evaluations are stored
 from __future__ import annotations
 
 import json
+from pathlib import PurePosixPath
 from typing import Any
 
 import yaml
 
+from app.core.downloads import download_name
 from app.core.models import Checkpoint
 
 
 def diffusers_snippet(found: Checkpoint, config: dict[str, Any]) -> str:
-    """Python that loads the checkpoint's downloaded weights with diffusers, through the
-    backend's own pipeline and transformer classes."""
+    """Python that loads the checkpoint's download (:func:`download_name`, in the working
+    folder) with diffusers, through the backend's own pipeline and transformer classes."""
     tiny = config.get("model", "tiny") == "tiny"
     if not tiny:
         from srpo.models.loader import diffusers_classes
@@ -35,7 +37,7 @@ def diffusers_snippet(found: Checkpoint, config: dict[str, Any]) -> str:
             "transformer = pipe.transformer\n"
         )
     if found.format == "lora":
-        weights = found.weights_file
+        weights = download_name(found)
         lora = _lora_settings(config)
         if tiny:
             apply = (
@@ -56,11 +58,14 @@ def diffusers_snippet(found: Checkpoint, config: dict[str, Any]) -> str:
             )
     else:
         transformer = "FluxTransformer2DModel" if tiny else classes["transformer"]
+        bundle = download_name(found)
+        folder = bundle.removesuffix(".zip")
+        model_folder = str(PurePosixPath(folder) / PurePosixPath(found.weights_file).parent)
         apply = (
-            f"from diffusers import {transformer}\n\n"
-            "# the download is transformer/diffusion_pytorch_model.safetensors; keep its\n"
-            "# config.json beside it (from the checkpoint's files) in a folder 'transformer'\n"
-            f'transformer = {transformer}.from_pretrained("transformer")\n'
+            f"import zipfile\n\nfrom diffusers import {transformer}\n\n"
+            "# the download is a zip of the model folder (config.json and the weights)\n"
+            f'zipfile.ZipFile("{bundle}").extractall("{folder}")\n'
+            f'transformer = {transformer}.from_pretrained("{model_folder}")\n'
         )
         if tiny:
             apply += "generator.transformer = transformer\n"

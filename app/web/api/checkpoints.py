@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from fastapi.responses import FileResponse, PlainTextResponse
 
-from app.core import access, arena_results, reads
+from app.core import access, arena_results, downloads, reads
 from app.core.evaluations import load_evaluation
 from app.core.models import Job
 from app.web import cards
@@ -44,9 +44,17 @@ def serve_file(state: Studio, who: Principal, checkpoint_id: int, name: str | No
     return FileResponse(path, filename=filename, headers={"X-Checkpoint-SHA256": digest})
 
 
-@router.get("/checkpoints/{checkpoint_id}/download", summary="the weights (safetensors)")
+@router.get(
+    "/checkpoints/{checkpoint_id}/download",
+    summary="one file the loading snippet loads: a LoRA's safetensors, or a full model's zip",
+)
 def download(checkpoint_id: Id, who: Trainer, state: State) -> FileResponse:
-    return serve_file(state, who, checkpoint_id, None)
+    with state.db.session() as session:
+        found = reads.checkpoint(session, checkpoint_id)
+        access.managed_checkpoint(session, state.settings, found, who.id, who.role)
+        path = downloads.download_path(state.settings, found)
+        name, digest = downloads.download_name(found), found.sha256
+    return FileResponse(path, filename=name, headers={"X-Checkpoint-SHA256": digest})
 
 
 @router.get("/checkpoints/{checkpoint_id}/files/{name:path}", summary="a file the manifest lists")

@@ -10,7 +10,7 @@ import html
 import gradio as gr
 import pandas as pd
 
-from app.core import arena_results, reads
+from app.core import arena_results, downloads, reads
 from app.core.errors import StudioError
 from app.core.evaluations import load_evaluation, save_evaluation
 from app.core.models import Job, Role
@@ -34,6 +34,10 @@ def checkpoint_table(studio: Studio) -> pd.DataFrame:
     with studio.db.session() as session:
         rows = reads.checkpoint_rows(session)
         arena = {r["id"]: arena_results.checkpoint_arena(session, r["id"]) for r in rows}
+        sizes = {
+            r["id"]: downloads.download_size(studio.settings, reads.checkpoint(session, r["id"]))
+            for r in rows
+        }
     table = []
     for r in rows:
         evaluation = load_evaluation(studio.settings, r["id"]) or {}
@@ -48,7 +52,7 @@ def checkpoint_table(studio: Studio) -> pd.DataFrame:
                 "job": f"{r['job_id']}: {r['job_name']}",
                 "step": r["step"],
                 "format": r["format"],
-                "MB": round(r["size_bytes"] / 2**20, 2),
+                "download MB": round(sizes[r["id"]] / 2**20, 2),
                 "train reward": round(r["train_reward"], 4) if r["train_reward"] else "",
                 "gold Δ": _rounded(watched.get("gold_change")),
                 "hack drift": _rounded(watched.get("hack_drift")),
@@ -72,9 +76,12 @@ def show(studio: Studio, checkpoint_id, request: gr.Request):
         config = session.get(Job, found.job_id).config
         arena = arena_results.checkpoint_arena(session, found.id)
     evaluation = load_evaluation(studio.settings, found.id)
+    size = downloads.download_size(studio.settings, found) / 2**20
+    what = "Download model folder as zip (" if downloads.bundled(found) else "Download weights ("
     link = (
         f'<div class="downloads"><a class="download" href="/api/v1/checkpoints/{found.id}/'
-        f'download" download>Download weights ({html.escape(found.weights_file)})</a> '
+        f'download" download>{what}{html.escape(downloads.download_name(found))}, '
+        f"{size:.2f} MB)</a> "
         f'<a class="download" href="/api/v1/checkpoints/{found.id}/model-card" download='
         f'"model-card-{found.id}.md">Download model card</a></div>'
     )
