@@ -84,6 +84,8 @@ def test_every_answer_has_security_headers_and_https_adds_hsts(studio) -> None:
         policy = response.headers["content-security-policy"]
         assert "frame-ancestors 'none'" in policy and "default-src 'self'" in policy
         assert "strict-transport-security" not in response.headers
+    for plain in (answers[0], client.get("/docs", headers=trainer)):
+        assert "'unsafe-eval'" not in plain.headers["content-security-policy"]
     with TestClient(app, base_url="https://testserver", follow_redirects=False) as secure:
         assert secure.get("/login").headers["strict-transport-security"].startswith("max-age=")
 

@@ -20,16 +20,23 @@ from app.core.settings import Settings
 from app.web.auth import Receive, Scope, Send
 
 CSP = (
-    "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
-    "img-src 'self' data: blob:; font-src 'self' data:; media-src 'self' data: blob:; "
-    "connect-src 'self' ws: wss:; worker-src 'self' blob:; frame-ancestors 'none'; "
-    "base-uri 'self'; form-action 'self'; object-src 'none'"
+    "default-src 'self'; script-src 'self' 'unsafe-inline'{eval}; "
+    "style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; font-src 'self' data:; "
+    "media-src 'self' data: blob:; connect-src 'self' ws: wss:; worker-src 'self' blob:; "
+    "frame-ancestors 'none'; base-uri 'self'; form-action 'self'; object-src 'none'"
 )
-HEADERS = [
+# Gradio 6 renders gr.HTML through compiled templates (new Function), so its two apps need
+# 'unsafe-eval'; every other page (login, /docs, the API) gets the policy without it.
+GRADIO_PREFIXES = ("/studio/", "/rate/")
+BASE_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),
     (b"referrer-policy", b"same-origin"),
-    (b"content-security-policy", CSP.encode()),
+]
+HEADERS = [*BASE_HEADERS, (b"content-security-policy", CSP.format(eval="").encode())]
+GRADIO_HEADERS = [
+    *BASE_HEADERS,
+    (b"content-security-policy", CSP.format(eval=" 'unsafe-eval'").encode()),
 ]
 HSTS = (b"strict-transport-security", b"max-age=31536000")
 UPLOAD_SUFFIX = "/gradio_api/upload"
@@ -91,7 +98,10 @@ class SecurityMiddleware:
         if scope.get("method") == "OPTIONS" and allowed:
             await self._preflight(send, origin)
             return
-        wrapped = self._headers(send, origin if allowed else None, scope.get("scheme") == "https")
+        gradio = (path + "/").startswith(GRADIO_PREFIXES)
+        wrapped = self._headers(
+            send, origin if allowed else None, scope.get("scheme") == "https", gradio
+        )
         if scope.get("method") in ("POST", "PUT", "PATCH", "DELETE"):
             upload = path.endswith(UPLOAD_SUFFIX)
             try:
@@ -138,8 +148,9 @@ class SecurityMiddleware:
 
         return replay
 
-    def _headers(self, send: Send, origin: str | None, https: bool) -> Send:
-        extra = [*HEADERS, HSTS] if https else HEADERS
+    def _headers(self, send: Send, origin: str | None, https: bool, gradio: bool) -> Send:
+        base = GRADIO_HEADERS if gradio else HEADERS
+        extra = [*base, HSTS] if https else base
 
         async def wrapped(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":
