@@ -105,6 +105,9 @@ class TrainConfig(Section):
     seed: int = Field(0, ge=0, le=2**31 - 1)
 
     checkpoint_every: int = Field(10, ge=1, le=1_000_000)
+    # An fsspec URL every node reaches: each checkpoint is copied there, and a run whose
+    # output lacks the newest one fetches it (srpo.checkpoint_store).
+    checkpoint_url: str | None = Field(None, min_length=1, max_length=1000)
     sample_every: int = Field(0, ge=0, le=1_000_000)
     eval_prompts: list[str] = Field(default_factory=list)
     eval_seeds: list[Annotated[int, Field(ge=0)]] = Field(default_factory=lambda: [0, 1, 2, 3])

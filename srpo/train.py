@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from srpo import __version__
+from srpo.checkpoint_store import fetch_latest, upload_checkpoint
 from srpo.checkpoints import Checkpoint, latest_checkpoint, load_checkpoint, save_checkpoint
 from srpo.config import TrainConfig
 from srpo.methods import make_update
@@ -182,7 +183,10 @@ def train(
         params, lr=adamw["lr"], betas=adamw["betas"], weight_decay=adamw["weight_decay"]
     )
     start = 0
-    resumed = latest_checkpoint(output)
+    if config.checkpoint_url:  # each rank, on its own node: its output folder may be its own
+        resumed = fetch_latest(config.checkpoint_url, output)
+    else:
+        resumed = latest_checkpoint(output)
     if resumed is not None:
         load_checkpoint(resumed, generator.transformer, optimizer)
         start = resumed.step
@@ -326,6 +330,8 @@ class RunReporter:
             self.manifest,
             state,
         )
+        if self.config.checkpoint_url:  # before callbacks record it: it is there once recorded
+            upload_checkpoint(checkpoint, self.config.checkpoint_url)
         for callback in self.callbacks:
             callback.on_checkpoint(checkpoint)
         return checkpoint

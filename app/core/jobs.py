@@ -101,6 +101,10 @@ def submit(
     session.add(job)
     session.flush()
     job.output_dir = relative(settings.storage, job_dir(settings.storage, job.id))
+    # Where checkpoints are kept is the operator's choice, never a job's: a URL from the
+    # config could write anywhere the workers can.
+    remote = settings.checkpoint_url and f"{settings.checkpoint_url.rstrip('/')}/jobs/{job.id}"
+    job.config = {**checked, "checkpoint_url": remote or None}
     return job
 
 

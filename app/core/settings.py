@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     ray_address: str | None = Field(None, description="Ray cluster of ray-launched jobs")
     ray_namespace: str = Field("srpo", min_length=1, description="Ray namespace of job drivers")
     ray_use_gpu: bool = Field(True, description="one GPU per Ray worker (false: CPU, gloo)")
+    checkpoint_url: str | None = Field(
+        None, description="fsspec URL every node reaches; jobs also keep checkpoints under it"
+    )
     lease_seconds: float = Field(60.0, gt=0)
     heartbeat_seconds: float = Field(10.0, gt=0)
     cancel_grace_seconds: float = Field(120.0, ge=0)
