@@ -80,7 +80,7 @@ def studio(tmp_path, cluster, postgres_url, redis_url) -> Iterator[tuple[Setting
         ray_address=cluster.address,
         ray_namespace=f"test-{uuid.uuid4().hex[:8]}",
         ray_use_gpu=False,
-        lease_seconds=4,
+        lease_seconds=10,  # a takeover waits for it; shorter ones expired on a loaded machine
         heartbeat_seconds=0.5,
         maintenance_seconds=0.5,
         cancel_grace_seconds=2,
@@ -205,6 +205,8 @@ def test_ray_unreachable_at_submit_leaves_the_job_queued(studio, smoke_world) ->
     with db.session() as session:
         assert reads.job_row(session, session.get(Job, job_id))["dispatch_error"]
         assert jobs.pending_dispatch(session, settings.redispatch_seconds) == [job_id]
+    # Left queued, a later test's maintenance loop would send it to that test's workers.
+    db.write(lambda s: jobs.cancel(s, job_id))
 
 
 def test_a_celery_worker_joins_the_cluster(studio) -> None:
@@ -239,15 +241,15 @@ def test_cancel_stops_every_worker_on_every_node(studio, smoke_world) -> None:
 
 def test_celery_worker_killed_another_takes_the_job_over(studio, smoke_world, tmp_path) -> None:
     settings, db = studio
-    # A lease that outlasts a slow Ray start on a loaded machine; the takeover waits for it.
-    settings = settings.model_copy(update={"lease_seconds": 10})
     workers = [start_worker(settings, f"ray{i}", tmp_path / f"w{i}.log") for i in range(2)]
     reaper = Maintenance(db, settings)
     reaper.start()
     try:
-        job_id = submit(db, settings, ddp_config(smoke_world, steps=30, checkpoint_every=2))
+        job_id = submit(db, settings, ddp_config(smoke_world, steps=6, checkpoint_every=2))
         dispatch.dispatch(db, settings, job_id)
         first = wait_for(lambda: job(db, job_id).step >= 2 and ranks(db, job_id, 1), TIMEOUT)
+        for rank in first:  # hold the job mid-way, however fast it trains
+            os.kill(rank["pid"], signal.SIGSTOP)
         (run,) = runs(db, job_id)
         owner = next(w for w in workers if run.worker.endswith(f":{w.pid}"))
         owner.send_signal(signal.SIGKILL)
@@ -262,7 +264,7 @@ def test_celery_worker_killed_another_takes_the_job_over(studio, smoke_world, tm
         reaper.stop()
         for worker in workers:
             stop(worker)
-    assert (done.state, done.step, done.attempts) == (JobState.SUCCEEDED, 30, 2), done.error
+    assert (done.state, done.step, done.attempts) == (JobState.SUCCEEDED, 6, 2), done.error
     one, two = runs(db, job_id)
     assert (one.outcome, two.outcome) == (RunOutcome.LOST, RunOutcome.SUCCEEDED)
     assert one.worker != two.worker
@@ -273,10 +275,9 @@ def test_celery_worker_killed_another_takes_the_job_over(studio, smoke_world, tm
         for rank in range(WORKERS):
             log = (output / "logs" / f"attempt-{attempt}-rank-{rank}.log").read_text()
             assert log.count(f"attempt {attempt}: process {rank + 1} of 2") == 1
-    assert checkpoint_rows_have_files(db, settings, job_id) == list(range(2, 31, 2))
+    assert checkpoint_rows_have_files(db, settings, job_id) == [2, 4, 6]
 
 
-@pytest.mark.skip(reason="not yet run to the end (issue 16, unfinished)")
 def test_a_killed_raylet_resumes_from_the_checkpoint_to_the_same_weights(
     studio, smoke_world, cluster, uninterrupted
 ) -> None:
