@@ -184,6 +184,9 @@ def queue_tiny_demo(page: Page, served: Served) -> int:
     expect(progress).to_contain_text(f"Job {job_id}: browser demo")
     expect(progress).to_contain_text("step 2/2")
     expect(progress.locator("progress")).to_have_attribute("value", "100")
+    # the job list is re-read on the same timer, and may be one tick behind the progress
+    jobs = tab.get_by_role("grid", name="Jobs", exact=True)
+    expect(jobs.get_by_role("gridcell", name="succeeded", exact=True)).to_be_visible()
     (row,) = [r for r in table_rows(tab, "Jobs") if r[0] == str(job_id)]
     assert row[1:3] == ["browser demo", "succeeded"]
     assert row[4:6] == ["100%", "2/2"]

@@ -197,3 +197,50 @@ def test_export_names_and_an_empty_forest_plot() -> None:
     assert export_name(7, "Ünï  test/../x", "votes", "csv") == "campaign-7-n-test-x-raw-votes.csv"
     assert export_name(8, "", "preferences", "jsonl") == "campaign-8-preferences.jsonl"
     assert arena_view.forest_image([], ["overall"], ["base"]) is None
+
+
+def test_the_sample_slider_follows_new_steps_only_from_the_newest(ctx) -> None:
+    from PIL import Image
+
+    from app.core import jobs, outputs
+    from tests.web_support import tiny_config
+
+    job_id = ctx.db.write(lambda s: jobs.submit(s, ctx.settings, tiny_config()).id)
+
+    def sample(step: int) -> None:
+        path = ctx.settings.storage / f"follow-{job_id}-{step}.png"
+        Image.new("RGB", (8, 8), (step * 20, 0, 0)).save(path)
+        ctx.db.write(
+            lambda s: outputs.record_sample(
+                s,
+                ctx.settings.storage,
+                path,
+                model="base",
+                prompt="p",
+                seed=0,
+                size=(8, 8),
+                job_id=job_id,
+                step=step,
+            )
+        )
+
+    who = ctx.studio.authenticator.by_username("tom")
+    sample(0)
+    sample(2)
+    *_, slider, _, grid, seen = train.job_view(ctx.studio, who, job_id, [0], at=0)
+    assert slider["value"] == 2 and len(grid) == 1 and seen == [0, 2]
+    sample(4)
+    # looking at step 0 while step 4 arrives: the slider stays, its range grows
+    *_, slider, _, grid, seen = train.job_view(ctx.studio, who, job_id, [0, 2], at=0)
+    assert "value" not in slider and slider["maximum"] == 4 and seen == [0, 2]
+    assert grid == gr.update()
+    # at the newest known step it follows
+    *_, slider, _, grid, seen = train.job_view(ctx.studio, who, job_id, [0, 2], at=2)
+    assert slider["value"] == 4 and seen == [0, 2, 4]
+
+
+def test_cancel_asks_first(ctx) -> None:
+    shown, question = train.ask_cancel(ctx.studio, 12, ctx.trainer)
+    assert shown["visible"] is True and "Cancel job 12?" in question
+    with pytest.raises(gr.Error, match="choose a job"):
+        train.ask_cancel(ctx.studio, None, ctx.trainer)

@@ -95,7 +95,8 @@ def show(studio: Studio, checkpoint_id, request: gr.Request):
 
 @friendly
 def evaluate(studio: Studio, checkpoint_id, request: gr.Request):
-    """Evaluate a checkpoint against its base on held-out prompts and store the result."""
+    """Evaluate a checkpoint against its base on held-out prompts, store the result and show
+    the model card with it."""
     from srpo.evaluate import evaluate_checkpoint
 
     caller(studio, request, Role.TRAINER)
@@ -107,7 +108,9 @@ def evaluate(studio: Studio, checkpoint_id, request: gr.Request):
     with studio.models.lock:
         result = evaluate_checkpoint(folder, prompts=EVAL_PROMPTS)
     save_evaluation(studio.settings, ident(checkpoint_id, "checkpoint"), result)
-    return f"Evaluated on {EVAL_PROMPTS} held-out prompts.", checkpoint_table(studio)
+    # the model card shows the new evaluation at once
+    card = show(studio, checkpoint_id, request)[2]
+    return f"Evaluated on {EVAL_PROMPTS} held-out prompts.", checkpoint_table(studio), card
 
 
 def refresh(studio: Studio, request: gr.Request):
@@ -136,6 +139,6 @@ def build(studio: Studio) -> Refresh:
         bind(show, studio), [chosen], [sha, download, card, snippet], api_name="checkpoint_show"
     )
     evaluate_button.click(
-        bind(evaluate, studio), [chosen], [status, table], api_name="checkpoint_evaluate"
+        bind(evaluate, studio), [chosen], [status, table, card], api_name="checkpoint_evaluate"
     )
     return bind(refresh, studio), [table, chosen]

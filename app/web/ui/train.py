@@ -201,9 +201,13 @@ def _samples(studio: Studio, session, job_id: int, at: int) -> list[tuple[str, s
     ]
 
 
-def job_view(studio: Studio, who: Principal, job_id, known: list[int] | None) -> tuple:
+def job_view(
+    studio: Studio, who: Principal, job_id, known: list[int] | None, at: float | None = None
+) -> tuple:
     """The job's progress, plots, slider and log; when its sample steps changed since
-    ``known``, the slider moves to the newest step and the grid shows its samples.
+    ``known``, the slider moves to the newest step and the grid shows its samples, but only
+    while the slider (at ``at``) is at the newest known step: someone looking at an older
+    step is left there.
 
     Admins see the full log; others their job's state and error message
     (:func:`app.core.access.public_error`), never a traceback with the server's paths."""
@@ -219,7 +223,8 @@ def job_view(studio: Studio, who: Principal, job_id, known: list[int] | None) ->
         else:
             row["error"] = access.public_error(studio.settings, row["error"])
             log = f"job {number}: {row['state']}" + (f"\n{row['error']}" if row["error"] else "")
-        fresh = steps != known
+        following = not known or at is None or at >= known[-1]
+        fresh = steps != known and following
         newest = _samples(studio, session, number, steps[-1]) if fresh and steps else []
     frame = pd.DataFrame(points or [], columns=list(METRIC_TYPES)).astype(METRIC_TYPES)
     rewards = frame.rename(columns={"reward_mean": "reward"})[["step", "reward"]]
@@ -227,7 +232,8 @@ def job_view(studio: Studio, who: Principal, job_id, known: list[int] | None) ->
     if fresh:
         slider["value"] = steps[-1] if steps else 0
     shown = newest if fresh else gr.update()
-    return progress_html(row), rewards, frame[["step", "loss"]], slider, log, shown, steps
+    seen = steps if fresh else known
+    return progress_html(row), rewards, frame[["step", "loss"]], slider, log, shown, seen
 
 
 @friendly
@@ -356,10 +362,23 @@ def cancel(studio: Studio, job_id, request: gr.Request):
     return job_table(studio)
 
 
-def tick(studio: Studio, job_id, known, request: gr.Request):
-    """The timer's update: the job list and the chosen job's view."""
+def tick(studio: Studio, job_id, known, at, request: gr.Request):
+    """The timer's update: the job list and the chosen job's view (the slider at ``at``)."""
     who = caller(studio, request, Role.TRAINER)
-    return (job_table(studio), *job_view(studio, who, job_id, known))
+    return (job_table(studio), *job_view(studio, who, job_id, known, at))
+
+
+@friendly
+def ask_cancel(studio: Studio, job_id, request: gr.Request):
+    """Show the cancel confirmation for the chosen job."""
+    caller(studio, request, Role.TRAINER)
+    if job_id is None:
+        raise StudioError("choose a job to cancel")
+    question = (
+        f"Cancel job {ident(job_id, 'job')}? A running job saves a checkpoint and stops; "
+        "this cannot be undone."
+    )
+    return gr.update(visible=True), question
 
 
 def refresh(studio: Studio, request: gr.Request):
@@ -421,6 +440,10 @@ def build(studio: Studio) -> Refresh:
             with gr.Row():
                 job = gr.Dropdown([], label="Job", allow_custom_value=True)
                 cancel_button = gr.Button("Cancel job", variant="stop")
+            with gr.Row(visible=False) as confirm_row:
+                confirm_text = gr.Markdown()
+                confirm_yes = gr.Button("Yes, cancel the job", variant="stop", scale=0)
+                confirm_no = gr.Button("Keep it running", scale=0)
             progress = gr.HTML()
             with gr.Row():
                 reward_plot = gr.LinePlot(x="step", y="reward", label="Reward (mean)", height=220)
@@ -458,7 +481,12 @@ def build(studio: Studio) -> Refresh:
     )
     job.change(bind(show_job, studio), [job], job_outputs, api_name="train_job")
     step.release(bind(show_samples, studio), [job, step], [grid], api_name="train_samples")
-    cancel_button.click(bind(cancel, studio), [job], [table], api_name="train_cancel")
-    timer.tick(bind(tick, studio), [job, seen], [table, *job_outputs], show_progress="hidden")
+    # cancelling asks first: the button opens a confirmation row
+    cancel_button.click(bind(ask_cancel, studio), [job], [confirm_row, confirm_text])
+    confirm_yes.click(bind(cancel, studio), [job], [table], api_name="train_cancel").then(
+        lambda: gr.update(visible=False), None, [confirm_row]
+    )
+    confirm_no.click(lambda: gr.update(visible=False), None, [confirm_row])
+    timer.tick(bind(tick, studio), [job, seen, step], [table, *job_outputs], show_progress="hidden")
     train_monitor.wire(studio, hacking, job, timer)
     return bind(refresh, studio), [reward_preset, job, verdict]
