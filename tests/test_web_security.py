@@ -61,6 +61,7 @@ def test_a_listed_origin_gets_credentialed_cors(studio) -> None:
     )
     assert response.headers["access-control-allow-origin"] == LISTED
     assert response.headers["access-control-allow-credentials"] == "true"
+    assert response.headers["vary"].lower().count("origin") == 1  # Gradio's, not a second
     preflight = client.options(
         "/api/v1/jobs", headers={"Origin": LISTED, "Access-Control-Request-Method": "POST"}
     )

@@ -164,8 +164,9 @@ class SecurityMiddleware:
                     kept += [
                         (b"access-control-allow-origin", origin.encode("latin-1")),
                         (b"access-control-allow-credentials", b"true"),
-                        (b"vary", b"Origin"),
                     ]
+                    if not any(k.lower() == b"vary" and b"origin" in v.lower() for k, v in kept):
+                        kept.append((b"vary", b"Origin"))
                 message = {**message, "headers": kept + extra}
             await send(message)
 
