@@ -38,14 +38,15 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 # Which reward watches a run, by the reward it trains on: PickScore watches the HPS family,
-# HPS watches PickScore, CLIP the rest (every reward under srpo.rewards is listed).
+# HPS watches PickScore, CLIP the rest, and PickScore watches CLIP (a run is never watched by
+# the reward it trains on; every reward under srpo.rewards is listed).
 HELD_OUT_REWARD = {
     "hpsv2.1": "pickscore",
     "hpsv2": "pickscore",
     "hps": "pickscore",
     "hpsv3": "pickscore",
     "pickscore": "hpsv2.1",
-    "clip": "clip",
+    "clip": "pickscore",
     "imagereward": "clip",
     "aesthetic": "clip",
     "http": "clip",

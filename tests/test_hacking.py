@@ -53,7 +53,9 @@ def test_the_hack_detector_reads_an_added_cast(lighting):
 def test_the_monitor_watches_with_a_reward_it_did_not_train_on():
     assert held_out_reward_name("hpsv2.1") == "pickscore"
     assert held_out_reward_name("pickscore") == "hpsv2.1"
-    assert held_out_reward_name("clip") == "clip" and held_out_reward_name("my-reward") == "clip"
+    # CLIP the rest, but never the reward a run trains on.
+    assert held_out_reward_name("clip") == "pickscore"
+    assert held_out_reward_name("my-reward") == "clip"
     assert held_out_reward_name("tiny-biased") == "judge"
 
 
