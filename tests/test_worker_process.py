@@ -85,3 +85,17 @@ def test_stored_paths_round_trip(tmp_path) -> None:
     target = tmp_path / "jobs" / "3" / "checkpoints" / "step-000002"
     assert relative(tmp_path, target) == "jobs/3/checkpoints/step-000002"
     assert resolve(tmp_path, "jobs/3/checkpoints/step-000002") == target.resolve()
+
+
+def test_the_job_log_has_a_line_per_step_and_a_clear_last_line_on_failure() -> None:
+    from srpo.train import Progress
+    from worker.callback import progress_line
+    from worker.run_job import failure_line
+
+    line = progress_line(Progress(3, 40, 0.12345, 0.5, 0.25, 1.0, 1.5, 55.5))
+    assert line == "step 3/40 · loss 0.1235 · reward 0.5000 ± 0.2500 · 1.50 s/step · ETA 56 s"
+    message = "ValueError: steps must be positive\nmore detail"
+    assert (
+        failure_line(7, 2, message)
+        == "job 7 FAILED (attempt 2): ValueError: steps must be positive"
+    )

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -27,6 +28,19 @@ from srpo.checkpoints import Checkpoint
 from srpo.train import Callback, Progress, Samples
 
 log = logging.getLogger(__name__)
+# the job log gets a progress line per step, or one per this many seconds when steps are fast
+LOG_EVERY_SECONDS = 5.0
+
+
+def progress_line(progress: Progress) -> str:
+    """One step as the job log shows it: step, loss, reward, seconds per step and the ETA."""
+    eta = progress.eta_seconds
+    left = "–" if eta is None or eta != eta else f"{eta:.0f} s"
+    return (
+        f"step {progress.step}/{progress.total} · loss {progress.loss:.4f} · reward "
+        f"{progress.reward_mean:.4f} ± {progress.reward_std:.4f} · "
+        f"{progress.seconds_per_step:.2f} s/step · ETA {left}"
+    )
 
 
 class StudioCallback(Callback):
@@ -34,6 +48,7 @@ class StudioCallback(Callback):
 
     def __init__(self, db: Database, settings: Settings, lease: Lease, output: Path) -> None:
         self.db, self.settings, self.lease, self.output = db, settings, lease, output
+        self._logged_at: float | None = None
 
     def _write(self, work: Callable[[Session], object]) -> None:
         self.db.write(work, self.settings.db_retry_seconds)
@@ -51,8 +66,20 @@ class StudioCallback(Callback):
             outputs.record_metric(session, self.lease.job_id, progress.step, vars(progress))
 
         self._write(work)
+        now = time.monotonic()
+        last = progress.step in (1, progress.total)
+        if last or self._logged_at is None or now - self._logged_at >= LOG_EVERY_SECONDS:
+            log.info("job %s: %s", self.lease.job_id, progress_line(progress))
+            self._logged_at = now
 
     def on_checkpoint(self, checkpoint: Checkpoint) -> None:
+        log.info(
+            "job %s: checkpoint at step %s saved (%s, %s)",
+            self.lease.job_id,
+            checkpoint.step,
+            checkpoint.format,
+            checkpoint.path.name,
+        )
         self._write(
             lambda session: outputs.record_checkpoint(
                 session,

@@ -49,6 +49,12 @@ def register_checkpoints(db: Database, settings: Settings, job_id: int, output: 
     return added
 
 
+def failure_line(job_id: int, attempt: int, message: str) -> str:
+    """The job log's last line when a run fails."""
+    first = message.strip().splitlines()[0] if message.strip() else "unknown error"
+    return f"job {job_id} FAILED (attempt {attempt}): {first}"
+
+
 def run(job_id: int, lease: Lease, settings: Settings) -> int:
     """Train the job under ``lease``; returns the exit status."""
     from srpo.config import make_config
@@ -78,8 +84,10 @@ def run(job_id: int, lease: Lease, settings: Settings) -> int:
         return LEASE_LOST
     except Exception as error:
         traceback.print_exc()
+        message = f"{type(error).__name__}: {error}"
+        # the traceback above is for debugging; the log's last line says what happened
+        log.error("%s", failure_line(job_id, lease.attempt, message))
         if main:
-            message = f"{type(error).__name__}: {error}"
             db.write(
                 lambda s: jobs.finish(s, lease, JobState.FAILED, error=message),
                 settings.db_retry_seconds,
