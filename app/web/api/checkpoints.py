@@ -11,7 +11,7 @@ from app.core import access, arena_results, downloads, reads
 from app.core.evaluations import load_evaluation
 from app.core.models import Job
 from app.web import cards
-from app.web.api.deps import Id, State, Trainer
+from app.web.api.deps import MAX_ID, Id, State, Trainer
 from app.web.auth import Principal
 from app.web.context import Studio
 
@@ -20,7 +20,7 @@ router = APIRouter(tags=["checkpoints"])
 
 @router.get("/checkpoints", summary="checkpoints with step, sha256 and download URL")
 def list_checkpoints(
-    _: Trainer, state: State, job_id: Annotated[int | None, Query(ge=1, le=2**63 - 1)] = None
+    _: Trainer, state: State, job_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None
 ) -> list[dict]:
     with state.db.session() as session:
         return reads.checkpoint_rows(session, job_id)

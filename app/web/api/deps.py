@@ -42,8 +42,9 @@ def needs(role: Role):
     return check
 
 
-# Row ids in paths: a 64-bit integer the databases store (10**23 is a 422, not a 500).
-Id = Annotated[int, Path(ge=1, le=2**63 - 1)]
+# Row ids are 32-bit on PostgreSQL (INTEGER keys): 2**31 or 10**23 is a 422, not a 500.
+MAX_ID = 2**31 - 1
+Id = Annotated[int, Path(ge=1, le=MAX_ID)]
 Rater = Annotated[Principal, Depends(needs(Role.RATER))]
 Trainer = Annotated[Principal, Depends(needs(Role.TRAINER))]
 Admin = Annotated[Principal, Depends(needs(Role.ADMIN))]

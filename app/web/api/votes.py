@@ -14,13 +14,13 @@ from sqlalchemy import select
 from app.core import arena, arena_next
 from app.core.errors import NotFound
 from app.core.models import Campaign, CampaignState, Choice, Comparison
-from app.web.api.deps import Id, Rater, State
+from app.web.api.deps import MAX_ID, Id, Rater, State
 
 router = APIRouter(tags=["votes"])
 
 
 class VoteIn(BaseModel):
-    comparison_id: int = Field(ge=1, le=2**63 - 1, strict=True)
+    comparison_id: int = Field(ge=1, le=MAX_ID, strict=True)
     criterion: str = Field(max_length=32)
     choice: Literal["left", "right", "tie", "both_bad", "skip"]
 

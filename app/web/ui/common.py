@@ -25,6 +25,7 @@ from app.web.context import Studio
 Refresh = tuple[Callable[..., Any], list[gr.components.Component]]
 
 log = logging.getLogger("srpo.studio")
+MAX_ID = 2**31 - 1
 INTERNAL = "Something went wrong on the server; it is logged there. Please try again."
 
 
@@ -88,9 +89,12 @@ def text(value: Any) -> str:
 
 def ident(value: Any, what: str) -> int:
     """A row id chosen in a dropdown (or sent by an API client), checked."""
-    if isinstance(value, bool) or value is None or not str(value).strip().isdigit():
+    text = str(value).strip()
+    if isinstance(value, bool) or value is None or not text.isascii() or not text.isdigit():
         raise StudioError(f"{what}: choose one from the list")
-    return int(value)
+    if int(text) > MAX_ID:  # beyond the databases' row ids
+        raise StudioError(f"{what}: choose one from the list")
+    return int(text)
 
 
 def words(value: str | None) -> list[str]:
