@@ -62,6 +62,10 @@ class TrainConfig(Section):
     ``train_guidance`` is the guidance embedding of the forwards that carry gradient (and of
     the baselines' whole chains); ``rollout_guidance`` that of Direct-Align's clean-latent
     rollout (official: 1 with HPS, 2 with PickScore, training at 3.5), ``None`` = the same.
+    ``cfg_scale`` is true classifier-free guidance in the standard form ``u + s (c - u)`` (off
+    at 1) of the forwards that carry gradient; ``rollout_cfg_scale`` that of Direct-Align's
+    rollout (the official Qwen-Image run: 4, training at 1), ``None`` = the same. The tiny world
+    at ``cfg_scale`` 1 keeps its manifest's scale, which its gates were measured at.
     ``reward_prefix`` makes the absolute-reward methods score ``r("<prefix>. p")`` instead of
     the raw prompt. An offline image without a caption trains on the empty prompt, unless
     ``offline_captions`` is ``required``. ``monitor_reward`` watches the run at every sample
@@ -92,6 +96,7 @@ class TrainConfig(Section):
     train_guidance: float = Field(3.5, ge=0.0, le=30.0)
     rollout_guidance: float | None = Field(None, ge=0.0, le=30.0)
     cfg_scale: float = Field(1.0, ge=1.0, le=30.0)
+    rollout_cfg_scale: float | None = Field(None, ge=1.0, le=30.0)
     offline_images: str | None = None
     offline_captions: Literal["empty", "required"] = "empty"
 
@@ -155,6 +160,11 @@ class TrainConfig(Section):
     def effective_rollout_guidance(self) -> float:
         """The rollout's guidance: ``rollout_guidance``, or ``train_guidance`` when unset."""
         return self.train_guidance if self.rollout_guidance is None else self.rollout_guidance
+
+    @property
+    def effective_rollout_cfg_scale(self) -> float:
+        """The rollout's CFG: ``rollout_cfg_scale``, or ``cfg_scale`` when unset."""
+        return self.cfg_scale if self.rollout_cfg_scale is None else self.rollout_cfg_scale
 
     @property
     def precision_policy(self) -> Precision:
@@ -369,13 +379,14 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 # The official Qwen-Image run (Tencent-Hunyuan/SRPO scripts/finetune/SRPO_training_qwen.sh and
-# fastvideo/SRPO_Qwen.py): PickScore, 720 px, 26 rollout steps at shift 1, lr 3e-6, weight
-# decay 1e-4, grad clip 50, batch 1 x 2 accumulated, bf16, checkpointing, FSDP full shard; the
-# denoise branch only with SRP k = 0 ((1 + 0) r(pos. p) - r(neg. p)) and three negative words.
-# Its s* runs over 0.9..0.2 (levels 5..40 of 50 at shift 1) with a slice of 41 of 100 positions
-# (0.29), narrowed at the ends so that s* + slice stays below 0.9; a fixed d needs d < low, so
-# the window here is 0.3..0.61. Its gradient forward runs without CFG (train_cfg 1); the
-# rollout's CFG 4 and the reward multiplier discount(s*) * PickScore / 20 have no field here.
+# fastvideo/SRPO_Qwen.py): PickScore, 720 px, 26 rollout steps at shift 1 and CFG 4 (norm
+# rescaled), the gradient forward without CFG (train_cfg 1), lr 3e-6, weight decay 1e-4, grad
+# clip 50, batch 1 x 2 accumulated, bf16, checkpointing, FSDP full shard; the denoise branch
+# only with SRP k = 0 ((1 + 0) r(pos. p) - r(neg. p)) and three negative words. Its s* runs over
+# 100 levels from sigma 0.9 to 0.2 (train_timestep 5..40 of 50 at shift 1) with a slice of 41
+# levels (0.29) clamped at the ends (k = min(k, index, 100 - index)): slice_clamp over 0.2..0.9.
+# The loss maximises discount[index] * SRP / 20, discount = sd3_time_shift(3, linspace(0, 1)):
+# the reward multiplier at scale 0.05, shift 3.
 QWEN_IMAGE_SRPO: dict[str, Any] = {
     "model": "qwen-image",
     "reward": "pickscore",
@@ -387,11 +398,14 @@ QWEN_IMAGE_SRPO: dict[str, Any] = {
     "rollout_steps": 26,
     "shift": 1.0,
     "cfg_scale": 1.0,
+    "rollout_cfg_scale": 4.0,
     "direct_align": {
-        "sigma_range": [0.3, 0.61],
+        "sigma_range": [0.2, 0.9],
         "d": 0.29,
+        "slice_clamp": True,
         "discount_denoise": {"low": 0.0, "high": 0.0},
         "inversion": False,
+        "reward_multiplier": {"scale": 0.05, "shift": 3.0},
     },
     "optimizer": {"lr": 3e-6, "weight_decay": 1e-4, "grad_clip": 50.0},
     "batch_size": 1,
@@ -416,9 +430,9 @@ def _backend_setup(model: str, resolution: int, steps: int, shift: float) -> dic
     }
 
 
-# sd3: SD3.5-medium's 40 steps at shift 3; z-image: Turbo's 9 steps at shift 3; flux2: dev's
+# sd3: SD3.5-medium's 40 steps at shift 3 and CFG 4.5 (its model card's); z-image: Turbo's 9 steps at shift 3; flux2: dev's
 # 50 steps at its 1024 px shift 7.56 (srpo.models.loader.BACKENDS), guidance 4 embedded.
-_SD3 = _backend_setup("sd3", 1024, 40, 3.0)
+_SD3 = _backend_setup("sd3", 1024, 40, 3.0) | {"cfg_scale": 4.5}
 _Z_IMAGE = _backend_setup("z-image", 1024, 9, 3.0)
 _FLUX2 = _backend_setup("flux2", 1024, 50, 7.5636) | {"train_guidance": 4.0}
 _LORA = {"optimizer": {"lr": 1e-4}, "lora": {"rank": 64, "alpha": 64}, "steps": 100}

@@ -18,7 +18,7 @@ import torch
 from pydantic import Field, model_validator
 
 from srpo import flow
-from srpo.models.base import Conditioning, Generator
+from srpo.models.base import Conditioning, Generator, cfg_scale_set
 from srpo.rewards.base import Reward
 from srpo.rewards.srp import ControlWords, LossKind, SRPScorer, reward_loss
 from srpo.section import Section
@@ -47,13 +47,43 @@ class Discount(Section):
         return self.low + (self.high - self.low) * position
 
 
-def check_sigma_range(sigma_range: tuple[float, float], d: float) -> None:
-    """Raise ``ValueError`` unless ``d < low <= high <= 1 - d`` (both branches stay in (0, 1))."""
+class RewardMultiplier(Section):
+    """A factor on each branch's reward in the loss: ``scale * w(t)``, ``t`` the position of
+    ``s*`` in the training window (0 at its clean end, 1 at its noisy end) and
+    ``w(t) = shift t / (1 + (shift - 1) t)`` (``shift`` unset: ``w = 1``, a constant ``scale``).
+
+    The official Qwen-Image run (``fastvideo/SRPO_Qwen.py``) maximises
+    ``discount[index] * SRP_PickScore / 20`` with ``discount = sd3_time_shift(3,
+    linspace(0, 1, 101))``: ``scale`` 0.05 and ``shift`` 3 (its ``index / 100`` and ``t`` here
+    differ by under 0.01). Logged rewards stay unscaled.
+    """
+
+    scale: float = Field(1.0, gt=0.0, le=1000.0)
+    shift: float | None = Field(None, gt=0.0, le=100.0)
+
+    def at(self, sigma: torch.Tensor, window: tuple[float, float]) -> torch.Tensor:
+        """The factor at each ``s*`` (levels outside the window take the nearer end's)."""
+        lo, hi = window
+        t = ((sigma - lo) / (hi - lo)).clamp(0.0, 1.0) if hi > lo else torch.ones_like(sigma)
+        if self.shift is None:
+            return torch.full_like(t, self.scale)
+        return self.scale * self.shift * t / (1 + (self.shift - 1) * t)
+
+
+def check_sigma_range(
+    sigma_range: tuple[float, float], d: float, slice_clamp: bool = False
+) -> None:
+    """Raise ``ValueError`` unless ``d < low <= high <= 1 - d`` (both branches stay in (0, 1));
+    with ``slice_clamp`` the slice shrinks near the ends instead, so only ``low < high``."""
     low, high = sigma_range
     if not 0 < low <= high < 1:
         raise ValueError(f"sigma range must satisfy 0 < low <= high < 1, got {sigma_range}")
     if d <= 0:
         raise ValueError(f"slice d must be positive, got {d}")
+    if slice_clamp:
+        if low == high:
+            raise ValueError(f"slice_clamp needs a window with low < high, got {sigma_range}")
+        return
     if not (d < low and high + d <= 1):
         raise ValueError(
             f"slice d={d} is too large for sigma range {sigma_range}: need d < {low} and "
@@ -68,11 +98,20 @@ class DirectAlignConfig(Section):
     at shift 3, sigma 0.75..0.96), ``d`` the slice (official: 10 % of the window plus one
     position, about 0.022). ``discount_denoise`` is read at ``s*``, ``discount_inversion`` at
     the inversion branch's own level ``s* - d``, as the official code indexes them.
+
+    ``slice_clamp`` shrinks the slice near the window's ends to ``min(d, s* - low, high - s*)``,
+    so that ``s* + d`` and ``s* - d`` stay in the window, as the official code's
+    ``k = min(k, index, N - index)`` does (the Qwen-Image run: window 0.2..0.9, ``d`` at most
+    0.29, 41 of its 100 levels); off, ``d`` is fixed and must fit beside the window.
+    ``reward_multiplier`` scales the reward in the loss by where ``s*`` lies
+    (:class:`RewardMultiplier`); unset, the factor is 1.
     """
 
     sigma_range: tuple[Unit, Unit] = (0.75, 0.96)
     sigma_sampling: SigmaSampling = "sigma"
     d: float = Field(0.022, gt=0.0, lt=0.5)
+    slice_clamp: bool = False
+    reward_multiplier: RewardMultiplier | None = None
     discount_denoise: Discount = Discount(low=0.1, high=0.25)
     discount_inversion: Discount = Discount(low=0.3, high=0.01)
     inversion: bool = True
@@ -81,8 +120,23 @@ class DirectAlignConfig(Section):
 
     @model_validator(mode="after")
     def _window(self) -> DirectAlignConfig:
-        check_sigma_range(tuple(self.sigma_range), self.d)
+        check_sigma_range(tuple(self.sigma_range), self.d, self.slice_clamp)
         return self
+
+    def slice_at(self, s_star: torch.Tensor) -> torch.Tensor:
+        """The slice ``d`` of each ``s*``: fixed, or clamped into the window (``slice_clamp``)."""
+        if not self.slice_clamp:
+            return torch.full_like(s_star, self.d)
+        low, high = self.sigma_range
+        return torch.minimum(
+            torch.minimum(s_star - low, high - s_star), torch.full_like(s_star, self.d)
+        )
+
+    def multiplier_at(self, s_star: torch.Tensor) -> torch.Tensor:
+        """The reward's factor in the loss at each ``s*`` (1 without a multiplier)."""
+        if self.reward_multiplier is None:
+            return torch.ones_like(s_star)
+        return self.reward_multiplier.at(s_star, tuple(self.sigma_range))
 
     def discount(self, direction: Direction) -> Discount:
         """The discount of a branch."""
@@ -104,17 +158,19 @@ def branch(
     x0: torch.Tensor,
     eps: torch.Tensor,
     s_star: torch.Tensor | float,
-    d: float,
+    d: torch.Tensor | float,
     cond: Conditioning,
     direction: Direction,
 ) -> BranchResult:
     """Noise to ``s* + d`` (denoise) or ``s* - d`` (inversion) without grad, take one Euler
-    step to ``s*`` with grad, and recover ``x0`` with the known noise."""
+    step to ``s*`` with grad, and recover ``x0`` with the known noise (``d`` a float or one
+    slice per sample)."""
     if direction not in ("denoise", "inversion"):
         raise ValueError(f"direction must be 'denoise' or 'inversion', got {direction!r}")
     dtype = torch.promote_types(x0.dtype, torch.float32)
     x0, eps = x0.to(dtype), eps.to(dtype)
     s = torch.as_tensor(s_star, dtype=dtype, device=x0.device).expand(x0.shape[0])
+    d = torch.as_tensor(d, dtype=dtype, device=x0.device).expand(x0.shape[0])
     s_model = s + d if direction == "denoise" else s - d
     with torch.no_grad():
         x_model = flow.add_noise(x0, eps, s_model)
@@ -131,20 +187,25 @@ def sample_target_sigma(
     num_steps: int = 25,
     shift: float = 1.0,
     generator: torch.Generator | None = None,
+    slice_clamp: bool = False,
 ) -> torch.Tensor:
     """Draw ``s*`` for each sample.
 
     ``sigma``: uniform in the range. ``index``: uniform over the sampling schedule's levels
     (``num_steps`` Euler steps with ``shift``) that fall inside the range, as the official
-    code draws a timestep index.
+    code draws a timestep index; with ``slice_clamp`` only levels strictly inside it (at an
+    end the clamped slice would be 0).
     """
-    check_sigma_range(sigma_range, d)
+    check_sigma_range(sigma_range, d, slice_clamp)
     low, high = sigma_range
     if mode == "sigma":
         return low + (high - low) * torch.rand(batch, generator=generator)
     if mode == "index":
         levels = flow.sigma_schedule(num_steps, shift)
-        levels = levels[(levels >= low) & (levels <= high)]
+        if slice_clamp:
+            levels = levels[(levels > low) & (levels < high)]
+        else:
+            levels = levels[(levels >= low) & (levels <= high)]
         if levels.numel() == 0:
             raise ValueError(
                 f"no level of the {num_steps}-step schedule (shift {shift}) lies in {sigma_range}"
@@ -183,13 +244,17 @@ def srpo_objective(
     branch maximises the reward of ``prompts`` as given. With ``backward`` each branch is
     backpropagated as soon as it is scored (two backward passes, as the official code does,
     so only one branch's graph is alive at a time); the gradient equals that of the sum.
+    Each branch's loss maximises its reward times ``settings.multiplier_at(s*)``.
     """
     if words is None and settings.inversion:
         raise ValueError("the inversion branch needs control words (it scores with them swapped)")
     scorer = SRPScorer(reward) if words else None
     total, rewards, images = torch.zeros((), device=x0.device), {}, {}
+    dtype = torch.promote_types(x0.dtype, torch.float32)
+    s_star = torch.as_tensor(s_star, dtype=dtype, device=x0.device).expand(x0.shape[0])
+    d, multiplier = settings.slice_at(s_star), settings.multiplier_at(s_star)
     for direction in ("denoise", "inversion") if settings.inversion else ("denoise",):
-        result = branch(generator, x0, eps, s_star, settings.d, cond, direction)
+        result = branch(generator, x0, eps, s_star, d, cond, direction)
         pixels = generator.decode(result.x0_hat)
         if scorer is None:
             value = reward.score(pixels, prompts)
@@ -200,7 +265,8 @@ def srpo_objective(
             k = settings.discount(direction).at(level, tuple(settings.sigma_range))
             swapped = direction == "inversion"
             value = scorer.score(pixels, prompts, *words, k.to(pixels.device), swapped=swapped)
-        loss = reward_loss(value, settings.loss, settings.threshold)
+        # The multiplier weighs what the loss maximises; the logged reward stays unscaled.
+        loss = reward_loss(value * multiplier.to(value), settings.loss, settings.threshold)
         if backward is not None:
             backward(loss)
             loss = loss.detach()
@@ -222,17 +288,20 @@ class DirectAlignUpdate:
             )
 
     def clean_latents(self, draw: Draw) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
-        """``(x0, eps, prompts)``: a rollout from the shared noise, or real images + fresh noise.
+        """``(x0, eps, prompts)``: a rollout from the shared noise (at the rollout's guidance
+        and CFG), or real images + fresh noise.
 
         An uncaptioned real image takes the empty prompt (the config can require captions).
         """
         cfg, generator, pool = self.config, self.run.generator, self.run.pool
         eps = generator.noise(cfg.batch_size, draw.shared)
         if pool is None:
-            cond = generator.encode_prompts(draw.prompts)
-            x0 = generator.sample(
-                cond, eps, cfg.rollout_steps, cfg.shift, cfg.effective_rollout_guidance
-            )
+            # The rollout at its own CFG: the prompts' empty-prompt branch is encoded with it.
+            with cfg_scale_set(generator, cfg.rollout_cfg_scale):
+                cond = generator.encode_prompts(draw.prompts)
+                x0 = generator.sample(
+                    cond, eps, cfg.rollout_steps, cfg.shift, cfg.effective_rollout_guidance
+                )
             return x0, eps, draw.prompts
         index = [draw.rank.randrange(len(pool)) for _ in range(cfg.batch_size)]
         captions = [pool.captions[i] or "" for i in index]
@@ -252,6 +321,7 @@ class DirectAlignUpdate:
             cfg.rollout_steps,
             cfg.shift,
             generator=draw.local,
+            slice_clamp=settings.slice_clamp,
         ).to(x0.device)
         # 3. This step's control words (SRPO) or the absolute reward's texts (Direct-Align).
         words = self.words.pick(step, cfg.seed) if self.words else None

@@ -42,6 +42,17 @@ def discount_table(config: TrainConfig) -> dict[str, dict[str, float]]:
     return table
 
 
+def multiplier_table(config: TrainConfig) -> dict[str, float] | None:
+    """The reward multiplier at the window's low end, middle and high end (None if unset)."""
+    settings = config.direct_align
+    if settings.reward_multiplier is None:
+        return None
+    low, high = settings.sigma_range
+    levels = torch.tensor([low, (low + high) / 2, high], dtype=torch.float64)
+    values = settings.multiplier_at(levels).tolist()
+    return {key: round(float(v), 6) for key, v in zip(("low", "mid", "high"), values, strict=True)}
+
+
 def word_cycle(config: TrainConfig, steps: int = WORD_STEPS) -> list[list[str]]:
     """The ``[positive, negative]`` pair of each of the first ``steps`` steps (SRPO only)."""
     if config.method != "srpo":
@@ -188,6 +199,8 @@ def explain(config: TrainConfig, processes: int = 1, count: bool = True) -> dict
         "reward_text": reward_text(config),
         "sigma_window": list(settings.sigma_range) if direct_align else None,
         "d": settings.d if direct_align else None,
+        "slice_clamp": settings.slice_clamp if direct_align else None,
+        "reward_multiplier": multiplier_table(config) if direct_align else None,
         "discount": discount_table(config) if config.method == "srpo" else None,
         "inversion": config.method == "srpo" and settings.inversion,
         "control_words": word_cycle(config),
@@ -195,6 +208,7 @@ def explain(config: TrainConfig, processes: int = 1, count: bool = True) -> dict
             "rollout": config.effective_rollout_guidance,
             "train": config.train_guidance,
         },
+        "cfg": {"rollout": config.effective_rollout_cfg_scale, "train": config.cfg_scale},
         "precision": config.precision_policy.describe(),
         "optimizer": config.adamw(),
         "trainable_parameters": memory and memory["parameters_counted"]["trainable"],
@@ -220,7 +234,14 @@ def explain_markdown(summary: dict[str, Any], escape: Callable[[str], str] = str
     lines = [f"**What this run does:** {what}, {escape(summary['reward_text'])}"]
     if summary["sigma_window"]:
         low, high = summary["sigma_window"]
-        lines.append(f"- s* window {low}..{high}, d = {summary['d']}")
+        clamp = " (clamped into the window near its ends)" if summary.get("slice_clamp") else ""
+        lines.append(f"- s* window {low}..{high}, d = {summary['d']}{clamp}")
+    multiplier = summary.get("reward_multiplier")
+    if multiplier:
+        lines.append(
+            f"- reward multiplier {multiplier['low']} / {multiplier['mid']} / "
+            f"{multiplier['high']} (window low / mid / high)"
+        )
     if summary["discount"]:
         den, inv = summary["discount"]["denoise"], summary["discount"]["inversion"]
         lines.append(
@@ -232,6 +253,9 @@ def explain_markdown(summary: dict[str, Any], escape: Callable[[str], str] = str
         lines.append(f"- control words, steps 0-4: {pairs}")
     guidance, precision = summary["guidance"], summary["precision"]
     lines.append(f"- guidance: rollout {guidance['rollout']}, train {guidance['train']}")
+    cfg = summary.get("cfg")
+    if cfg and (cfg["rollout"] != 1.0 or cfg["train"] != 1.0):
+        lines.append(f"- CFG: rollout {cfg['rollout']}, train {cfg['train']}")
     lines.append(
         f"- precision: trainable {precision['trainable']}, frozen {precision['frozen']}, "
         f"flow math {precision['flow_math']}"

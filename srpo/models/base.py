@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Protocol, runtime_checkable
 
@@ -107,3 +108,18 @@ class Generator(Protocol):
     def sample(self, cond: Conditioning, noise: torch.Tensor, num_steps: int, shift: float):
         """A clean latent by Euler integration from ``noise`` (no gradients)."""
         ...
+
+
+@contextmanager
+def cfg_scale_set(generator: Generator, scale: float | None) -> Iterator[Generator]:
+    """``generator`` with classifier-free guidance at ``scale`` inside the block (``None``: as
+    it is), e.g. a rollout guided more strongly than the forwards that carry gradient."""
+    if scale is None:
+        yield generator
+        return
+    before = generator.cfg_scale
+    generator.cfg_scale = float(scale)
+    try:
+        yield generator
+    finally:
+        generator.cfg_scale = before

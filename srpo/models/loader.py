@@ -206,14 +206,19 @@ def describe_models() -> list[dict[str, object]]:
 
 
 def generator_for(config: TrainConfig) -> Generator:
-    """The generator a training config names, at its resolution, guidance and precision."""
+    """The generator a training config names, at its resolution, guidance, CFG and precision.
+
+    ``cfg_scale`` 1 is CFG off on every diffusers backend (not the pipeline's default scale);
+    only the tiny world keeps its manifest's scale there.
+    """
+    tiny = config.model == "tiny"
     return load_generator(
         config.model,
         config.model_path,
         precision=config.precision,
-        resolution=config.resolution if config.model != "tiny" else None,
+        resolution=None if tiny else config.resolution,
         guidance=config.train_guidance,
-        cfg_scale=config.cfg_scale if config.cfg_scale != 1.0 else None,
+        cfg_scale=None if tiny and config.cfg_scale == 1.0 else config.cfg_scale,
     )
 
 
