@@ -2,7 +2,9 @@
 
 The form is a preset plus overrides: the YAML box and the quick fields are written over the
 chosen preset by the core's one submission path (:mod:`app.core.submission`), the same as
-``POST /api/v1/jobs``. Handlers: :func:`apply_preset`, :func:`use_reward_preset`,
+``POST /api/v1/jobs``. The backend and reward dropdowns write into the YAML box and check
+that each can be loaded here (:func:`use_models`). Handlers: :func:`apply_preset`,
+:func:`preset_models`, :func:`use_models`, :func:`use_reward_preset`,
 :func:`load_prompt_file`, :func:`set_launch`, :func:`validate`, :func:`submit`, :func:`show_job`,
 :func:`show_samples`, :func:`cancel`, :func:`tick` and :func:`refresh`.
 """
@@ -243,6 +245,90 @@ def apply_preset(studio: Studio, chosen, request: gr.Request):
     return form_values(preset_config(chosen))
 
 
+SHIPPED_REWARDS = ("tiny", "tiny-biased")  # weights in the package, nothing to fetch
+
+
+def _source_line(settings, kind: str, name: str, field: str, folder: str | None, hub: str) -> str:
+    """One line on whether ``name`` can be loaded here from ``folder`` (or the hub)."""
+    from app.core.admission import source
+
+    if folder:
+        try:
+            resolved = source(settings, field, folder)
+        except StudioError as error:
+            return f"✗ {kind} {name}: {text(error)}"
+        if field == "model_path":
+            from srpo.models.loader import check_model_source
+
+            try:
+                check_model_source(name, resolved)
+            except ValueError as error:
+                return f"✗ {kind} {name}: {text(error)}"
+        return f"✓ {kind} {name}: from {text(folder)}"
+    if settings.allow_hub:
+        return f"✓ {kind} {name}: from the hub ({text(hub)})"
+    return f"✗ {kind} {name}: needs a folder ({field}); hub downloads are off (SRPO_ALLOW_HUB)"
+
+
+def models_check(settings, model: str, model_path, reward: str, reward_path) -> str:
+    """Whether the chosen backend and reward can be loaded by this studio, one line each."""
+    from srpo.models.loader import backend
+
+    if model == "tiny":
+        lines_ = ["✓ model tiny: the shipped tiny world"]
+    else:
+        hub = backend(model).hub_id or model
+        lines_ = [_source_line(settings, "model", model, "model_path", model_path, hub)]
+    if reward in SHIPPED_REWARDS and not reward_path:
+        lines_.append(f"✓ reward {reward}: shipped weights")
+    else:
+        lines_.append(_source_line(settings, "reward", reward, "reward_path", reward_path, reward))
+    return "\n\n".join(lines_)
+
+
+@friendly
+def use_models(
+    studio: Studio, advanced, model, model_path, reward, reward_path, request: gr.Request
+):
+    """Write the chosen backend and reward (and their folders) into the YAML box, and say
+    whether each can be loaded here (a missing or non-diffusers folder is a clear line)."""
+    from srpo.models.loader import MODEL_NAMES
+    from srpo.rewards import REWARD_NAMES
+
+    caller(studio, request, Role.TRAINER)
+    if model not in MODEL_NAMES:
+        raise StudioError(f"model: one of {', '.join(MODEL_NAMES)}")
+    if reward not in REWARD_NAMES:
+        raise StudioError(f"reward: one of {', '.join(REWARD_NAMES)}")
+    try:
+        config = yaml.safe_load(advanced or "") or {}
+    except yaml.YAMLError as error:
+        raise StudioError(f"advanced config is not valid YAML: {error}") from None
+    if not isinstance(config, dict):
+        raise StudioError("advanced config must be a mapping of fields")
+    model_path, reward_path = (
+        (model_path or "").strip() or None,
+        (reward_path or "").strip() or None,
+    )
+    config |= {"model": model, "model_path": model_path}
+    config |= {"reward": reward, "reward_path": reward_path}
+    check = models_check(studio.settings, model, model_path, reward, reward_path)
+    return yaml.safe_dump(config, sort_keys=False), check
+
+
+@friendly
+def preset_models(studio: Studio, chosen, request: gr.Request):
+    """The backend, reward and folders a preset names, for the model fields."""
+    caller(studio, request, Role.TRAINER)
+    config = preset_config(chosen)
+    return (
+        config.get("model", "tiny"),
+        config.get("model_path") or "",
+        config.get("reward", "tiny"),
+        config.get("reward_path") or "",
+    )
+
+
 @friendly
 def preset_launch(studio: Studio, chosen, request: gr.Request):
     """The launch fields of a preset."""
@@ -393,6 +479,21 @@ def refresh(studio: Studio, request: gr.Request):
     )
 
 
+def _model_fields(first: dict[str, Any]) -> list:
+    """Backend and reward dropdowns with their folders, and the line that checks them."""
+    from srpo.models.loader import MODEL_NAMES
+    from srpo.rewards import REWARD_NAMES
+
+    with gr.Row():
+        model = gr.Dropdown(list(MODEL_NAMES), value=first.get("model", "tiny"), label="Model")
+        model_path = gr.Textbox(label="Model folder (diffusers layout)", max_length=1000)
+    with gr.Row():
+        reward = gr.Dropdown(list(REWARD_NAMES), value=first.get("reward", "tiny"), label="Reward")
+        reward_path = gr.Textbox(label="Reward weights (file or folder)", max_length=1000)
+    status = gr.Markdown(elem_classes=["status", "models-check"])
+    return [model, model_path, reward, reward_path, status]
+
+
 def build(studio: Studio) -> Refresh:
     """Lay out the Train tab and wire its events to the handlers above."""
     from srpo.config import PRESETS
@@ -402,6 +503,7 @@ def build(studio: Studio) -> Refresh:
         with gr.Column(scale=1):
             preset = gr.Dropdown(list(PRESETS), value=DEFAULT_PRESET, label="Preset")
             name = gr.Textbox(label="Job name", value="tiny demo", max_length=200)
+            model_fields = _model_fields(first)
             reward_preset = gr.Dropdown(
                 [], label="Reward preset (from the Reward Lab)", allow_custom_value=True
             )
@@ -461,6 +563,15 @@ def build(studio: Studio) -> Refresh:
     preset.change(bind(preset_launch, studio), [preset], launch)
     for field in launch:  # .input: the user's edits only, not the preset's
         field.input(bind(set_launch, studio), [advanced, *launch], [advanced], queue=False)
+    *chosen, models_status = model_fields
+    preset.change(bind(preset_models, studio), [preset], chosen, queue=False)
+    for field in chosen:  # .input: the user's edits only, not the preset's
+        field.input(
+            bind(use_models, studio),
+            [advanced, *chosen],
+            [advanced, models_status],
+            queue=False,
+        )
     reward_preset.change(bind(use_reward_preset, studio), [reward_preset], [positive, negative])
     prompt_file.upload(
         bind(load_prompt_file, studio), [prompt_file], [prompts], api_name="train_prompt_file"
