@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +21,7 @@ from srpo import __version__
 from srpo.checkpoint_store import fetch_latest, upload_checkpoint
 from srpo.checkpoints import Checkpoint, latest_checkpoint, load_checkpoint, save_checkpoint
 from srpo.config import TrainConfig
+from srpo.eta import EtaClock
 from srpo.methods import make_update
 from srpo.models import generator_for
 from srpo.models.base import Generator
@@ -217,8 +218,9 @@ def train(
         flag = torch.tensor([float(wanted)], device=accelerator.device)
         return bool(broadcast(flag, from_process=0).item())
 
+    clock = EtaClock(config.steps, config.sample_every, config.checkpoint_every)
     if config.sample_every and start == 0:
-        session.samples(0, prompts)
+        clock.samples.append(_timed(lambda: session.samples(0, prompts)))
     checkpoint = resumed
     bar = tqdm(total=config.steps, initial=start, disable=not (show_progress and main))
     began = time.perf_counter()
@@ -226,6 +228,7 @@ def train(
         if cancel_requested():
             bar.close()
             return TrainResult(step, True, session.save(step))
+        update_began = time.perf_counter()
         losses, rewards, grad_norm = [], [], 0.0
         for micro in range(config.gradient_accumulation):
             chosen = draw(config, step, micro, accelerator.process_index, prompts)
@@ -240,6 +243,7 @@ def train(
             losses.append(stats.loss)
             rewards.append(stats.rewards)
         done = step + 1
+        clock.updates.append(time.perf_counter() - update_began)
         per_step = (time.perf_counter() - began) / (done - start)
         values = accelerator.gather(torch.cat(rewards).to(accelerator.device)).float().cpu()
         progress = Progress(
@@ -250,18 +254,27 @@ def train(
             values.std().item() if len(values) > 1 else 0.0,
             grad_norm,
             per_step,
-            per_step * (config.steps - done),
+            clock.remaining(done),
         )
         session.progress(progress)
         bar.update(1)
         bar.set_postfix(loss=f"{progress.loss:.4f}", reward=f"{progress.reward_mean:.4f}")
         if config.sample_every and done % config.sample_every == 0:
-            session.samples(done, prompts)
+            clock.samples.append(_timed(lambda at=done: session.samples(at, prompts)))
         if done % config.checkpoint_every == 0 or done == config.steps:
+            save_began = time.perf_counter()
             checkpoint = session.save(done)
+            clock.saves.append(time.perf_counter() - save_began)
     bar.close()
     accelerator.end_training()
     return TrainResult(config.steps, False, checkpoint)
+
+
+def _timed(work: Callable[[], object]) -> float:
+    """Seconds ``work`` took."""
+    began = time.perf_counter()
+    work()
+    return time.perf_counter() - began
 
 
 @dataclass
