@@ -85,7 +85,7 @@ def _rendered(value: Any) -> str:
 
 
 def _json_bytes(value: Any) -> bytes:
-    # ensure_ascii keeps lone surrogates as \\udXXX escapes, as a hostile client sends them
+    # ensure_ascii keeps lone surrogates as escapes such as \\ud800, as a hostile client sends them
     return json.dumps(value).encode()
 
 

@@ -14,7 +14,7 @@ from app.core.models import Role
 from app.core.startup import prepare
 from app.web.auth import Authenticator
 from app.web.context import Studio
-from app.web.ui import train
+from app.web.ui import train, train_setup
 from srpo.models.loader import MODEL_NAMES
 from srpo.rewards import REWARD_NAMES
 from tests.web_support import add_account, web_settings
@@ -33,14 +33,14 @@ def ctx(tmp_path_factory):
 
 def choose(ctx, model, model_path="", reward="tiny", reward_path=""):
     advanced = yaml.safe_dump(train.preset_config("tiny-demo"))
-    return train.use_models(
+    return train_setup.use_models(
         ctx.studio, advanced, model, model_path, reward, reward_path, ctx.trainer
     )
 
 
 def test_every_backend_and_reward_is_offered():
     with gr.Blocks():
-        model, _, reward, _, _ = train._model_fields(train.preset_config("tiny-demo"))
+        model, _, reward, _, _ = train_setup.model_fields(train.preset_config("tiny-demo"))
     assert [c[0] for c in model.choices] == list(MODEL_NAMES)
     assert [c[0] for c in reward.choices] == list(REWARD_NAMES)
     assert {"flux", "flux2", "qwen-image", "sd3", "z-image"} <= set(MODEL_NAMES)
@@ -81,5 +81,5 @@ def test_unknown_names_are_refused(ctx):
 
 
 def test_a_preset_fills_the_model_fields(ctx):
-    fields = train.preset_models(ctx.studio, "qwen-image-official-32gpu", ctx.trainer)
+    fields = train_setup.preset_models(ctx.studio, "qwen-image-official-32gpu", ctx.trainer)
     assert fields == ("qwen-image", "", "pickscore", "")

@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 
 from app.core.models import Job, Role
 from app.web.factory import create_app
-from app.web.ui import train
+from app.web.ui import train, train_setup
 from srpo.config import PRESETS, deep_merge
 from tests.web_support import add_account, web_settings
 
@@ -161,12 +161,12 @@ def test_the_api_takes_the_launcher_workers_and_nodes(studio) -> None:
 def test_the_form_writes_its_launch_fields_into_the_config_it_submits(studio) -> None:
     request = SimpleNamespace(username=studio.trainer.username)
     advanced = yaml.safe_dump(OVERRIDES)
-    written = train.set_launch(studio.studio, advanced, "local", 2, None, request)
+    written = train_setup.set_launch(studio.studio, advanced, "local", 2, None, request)
     assert yaml.safe_load(written) == {**OVERRIDES, "launcher": "local", "num_workers": 2}
     assert form_job(studio, "tiny-demo", yaml.safe_load(written))["num_workers"] == 2
-    paper = train.preset_launch(studio.studio, "flux-paper-32gpu", request)
+    paper = train_setup.preset_launch(studio.studio, "flux-paper-32gpu", request)
     assert paper == ("ray", 32, None)
-    cleared = train.set_launch(studio.studio, written, "local", None, None, request)
+    cleared = train_setup.set_launch(studio.studio, written, "local", None, None, request)
     assert "num_workers" not in yaml.safe_load(cleared)
 
 

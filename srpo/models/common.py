@@ -30,6 +30,12 @@ from srpo.precision import Precision
 from srpo.rewards.base import check_pixels
 
 
+def spatial_factor(vae: nn.Module) -> int:
+    """How many pixels one latent cell spans per side for an ``AutoencoderKL``-style VAE: one
+    halving per down block after the first (diffusers pipelines' ``vae_scale_factor``)."""
+    return 2 ** (len(vae.config.block_out_channels) - 1)
+
+
 class FlowGenerator(nn.Module, metaclass=abc.ABCMeta):
     """A diffusers text-to-image flow model behind the generator protocol."""
 

@@ -16,7 +16,7 @@ import torch
 from diffusers import AutoencoderKL, FluxTransformer2DModel
 
 from srpo.models.base import PromptEncoder
-from srpo.models.common import FlowGenerator
+from srpo.models.common import FlowGenerator, spatial_factor
 from srpo.models.latents import pack_latents, unpack_latents
 from srpo.precision import Precision
 
@@ -65,7 +65,7 @@ class FluxGenerator(FlowGenerator):
             vae,
             prompt_encoder,
             resolution,
-            vae_factor=2 ** (len(vae.config.block_out_channels) - 1),
+            vae_factor=spatial_factor(vae),
             cfg_scale=cfg_scale,
             guidance=guidance,
             negative_prompt="",

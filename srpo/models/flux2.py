@@ -29,7 +29,7 @@ from diffusers import AutoencoderKLFlux2, Flux2Transformer2DModel
 from diffusers.pipelines.flux2.system_messages import SYSTEM_MESSAGE
 from torch import nn
 
-from srpo.models.common import FlowGenerator, frozen_dtype
+from srpo.models.common import FlowGenerator, frozen_dtype, spatial_factor
 from srpo.models.latents import flatten_grid, patchify, unflatten_grid, unpatchify
 
 FLUX2_HUB_ID = "black-forest-labs/FLUX.2-dev"
@@ -252,7 +252,7 @@ class Flux2Generator(FlowGenerator):
             vae,
             prompt_encoder,
             resolution,
-            vae_factor=2 ** (len(vae.config.block_out_channels) - 1),
+            vae_factor=spatial_factor(vae),
             cfg_scale=cfg_scale,
             guidance=guidance if guidance_embeds else None,
             negative_prompt="",

@@ -17,7 +17,7 @@ import torch
 from diffusers import AutoencoderKL, SD3Transformer2DModel
 from torch import nn
 
-from srpo.models.common import FlowGenerator, frozen_dtype
+from srpo.models.common import FlowGenerator, frozen_dtype, spatial_factor
 
 SD3_HUB_ID = "stabilityai/stable-diffusion-3.5-medium"
 # The SD3.5 model cards: 40 steps (medium; large: 28) at the scheduler's shift 3, CFG 4.5.
@@ -134,13 +134,12 @@ class SD3Generator(FlowGenerator):
         negative_prompt: str = "",
         precision=None,
     ) -> None:
-        vae_factor = 2 ** (len(vae.config.block_out_channels) - 1)
         super().__init__(
             transformer,
             vae,
             prompt_encoder,
             resolution,
-            vae_factor,
+            spatial_factor(vae),
             cfg_scale=cfg_scale,
             negative_prompt=negative_prompt,
             precision=precision,

@@ -18,7 +18,7 @@ import torch
 from diffusers import AutoencoderKL, ZImageTransformer2DModel
 from torch import nn
 
-from srpo.models.common import FlowGenerator, frozen_dtype
+from srpo.models.common import FlowGenerator, frozen_dtype, spatial_factor
 
 Z_IMAGE_HUB_ID = "Tongyi-MAI/Z-Image-Turbo"
 # Z-Image-Turbo's model card: 9 steps (8 forwards) without guidance, scheduler shift 3.
@@ -94,7 +94,7 @@ class ZImageGenerator(FlowGenerator):
             vae,
             prompt_encoder,
             resolution,
-            vae_factor=2 ** (len(vae.config.block_out_channels) - 1),
+            vae_factor=spatial_factor(vae),
             cfg_scale=cfg_scale,
             negative_prompt=negative_prompt,
             precision=precision,
