@@ -84,6 +84,6 @@ def vote(body: VoteIn, who: Rater, state: State) -> dict[str, Any]:
     "/rate/votes/{vote_id}",
     summary=f"undo your own vote within {arena.UNDO_SECONDS:.0f} s (its pair can be judged again)",
 )
-def undo_vote(vote_id: int, who: Rater, state: State) -> dict[str, Any]:
+def undo_vote(vote_id: Id, who: Rater, state: State) -> dict[str, Any]:
     pair_id = state.db.write(lambda session: arena.undo_vote(session, who.id, vote_id).id)
     return {"undone": vote_id, "comparison_id": pair_id}
