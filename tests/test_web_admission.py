@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import update
 
 from app.core import access, jobs
-from app.core.models import Job, JobState, Role
+from app.core.models import Job, JobRun, JobState, Role, RunOutcome
 from app.core.settings import Settings
 from app.web.factory import create_app
 from app.web.ui import train
@@ -279,10 +279,50 @@ def test_job_logs_show_users_the_message_and_admins_the_full_log(ctx):
     shown = ann_sees.json()["error"]
     assert "Traceback" not in shown and str(storage) not in shown
     assert "status 1" in shown and "FileNotFoundError" in shown
-    log = ctx.client.get(f"/api/v1/jobs/{job_id}/log", headers=ctx.accounts["ann"].headers)
-    assert log.status_code == 200 and str(storage) not in log.text and "failed" in log.text
     admin = ctx.client.get(f"/api/v1/jobs/{job_id}", headers=ctx.accounts["ada"].headers)
     assert admin.json()["error"] == error
+
+
+def test_job_logs_show_owners_the_progress_lines_without_tracebacks(ctx):
+    job_id = ctx.db.write(lambda s: jobs.submit(s, ctx.settings, tiny_config()).id)
+    ann, storage = user_id(ctx.db, "ann"), ctx.settings.storage
+    log_file = storage / "jobs" / str(job_id) / "attempt-1.log"
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    log_file.write_text(
+        "step 1/2 · loss 0.1000 · reward 0.5000 ± 0.1000 · 1.00 s/step · ETA 1 s\n"
+        f"checkpoint step 1 saved to {storage}/jobs/{job_id}/checkpoints/step-000001\n"
+        "Traceback (most recent call last):\n"
+        f'  File "{storage}/jobs/{job_id}/run.py", line 3, in <module>\n'
+        "    secret_function()\n"
+        f"OSError: disk full at {storage}/jobs/{job_id}\n"
+        f"job {job_id} FAILED (attempt 1): OSError: disk full\n"
+    )
+    values = {"owner_id": ann, "state": JobState.FAILED, "error": "OSError: disk full"}
+    ctx.db.write(lambda s: s.execute(update(Job).where(Job.id == job_id).values(**values)))
+    ctx.db.write(
+        lambda s: s.add(
+            JobRun(
+                job_id=job_id,
+                attempt=1,
+                worker="w1",
+                lease_token=f"lease-{job_id}",
+                log_path=f"jobs/{job_id}/attempt-1.log",
+                outcome=RunOutcome.FAILED,
+            )
+        )
+    )
+    seen = ctx.client.get(f"/api/v1/jobs/{job_id}/log", headers=ctx.accounts["ann"].headers)
+    assert seen.status_code == 200
+    assert "step 1/2 · loss 0.1000" in seen.text
+    assert "checkpoint step 1 saved to <storage>/jobs/" in seen.text
+    assert "OSError: disk full at <storage>" in seen.text
+    assert seen.text.rstrip().endswith(f"job {job_id}: failed\nOSError: disk full")
+    assert str(storage) not in seen.text
+    assert "Traceback" not in seen.text and "secret_function" not in seen.text
+    full = ctx.client.get(f"/api/v1/jobs/{job_id}/log", headers=ctx.accounts["ada"].headers)
+    assert "secret_function()" in full.text and str(storage) in full.text
+    bob = ctx.client.get(f"/api/v1/jobs/{job_id}/log", headers=ctx.accounts["bob"].headers)
+    assert bob.status_code == 403
 
 
 def test_the_train_tab_shows_a_message_not_raw_exception_text(ctx):

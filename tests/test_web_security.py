@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import gradio as gr
 import pytest
 from fastapi.testclient import TestClient
 from starlette.routing import Mount
@@ -150,3 +151,12 @@ def test_each_gradio_app_keeps_its_files_in_its_own_folder(studio) -> None:
         blocks = server.get_blocks()
         caches = {Path(block.GRADIO_CACHE) for block in [blocks, *blocks.blocks.values()]}
         assert caches == {gradio / name}, (path, caches)
+
+
+def test_components_gradio_makes_at_run_time_cache_where_the_studio_serves(studio) -> None:
+    """A gr.update of a gallery makes a new Gallery, which caches its images where the
+    studio's file route must serve them from (the browser test shows them byte for byte)."""
+    app, _, _, _, _ = studio
+    mounts = {route.path: route.app for route in app.routes if isinstance(route, Mount)}
+    made = gr.Gallery(render=False)
+    assert Path(made.GRADIO_CACHE) == Path(mounts["/studio"].uploaded_file_dir)

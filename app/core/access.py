@@ -7,16 +7,19 @@ job's error a non-admin sees.
 - ``team``: every trainer manages every job.
 
 Every trainer sees the job list (the queue is shared); the error text of a job shows a
-non-admin its message, never a log tail with the server's paths.
+non-admin its message, never a log tail with the server's paths. The log of their own job
+shows them its progress lines with the studio's folders hidden and tracebacks reduced to
+the exception's line; admins read the log as written.
 """
 
 from __future__ import annotations
 
 import re
+import sys
 
 from sqlalchemy.orm import Session
 
-from app.core import jobs
+from app.core import jobs, reads
 from app.core.errors import Forbidden
 from app.core.models import Checkpoint, Job, Role
 from app.core.settings import Settings
@@ -49,6 +52,19 @@ def managed_checkpoint(
     return checkpoint
 
 
+def _hide_folders(settings: Settings, text: str) -> str:
+    """``text`` with the studio's storage, data and Python folders replaced by labels."""
+    folders = (
+        (settings.storage, "<storage>"),
+        (settings.data_dir.resolve(), "<data>"),
+        (sys.prefix, "<python>"),
+        (sys.base_prefix, "<python>"),
+    )
+    for folder, label in folders:
+        text = text.replace(str(folder), label)
+    return text
+
+
 def public_error(settings: Settings, error: str | None) -> str | None:
     """A job's error as a non-admin sees it: the first line and the exception's message,
     with the studio's folders hidden; the log tail with its traceback is left out."""
@@ -59,7 +75,30 @@ def public_error(settings: Settings, error: str | None) -> str | None:
     raised = [line for line in lines[1:] if EXCEPTION_LINE.match(line)]
     if raised:
         shown.append(raised[-1])
-    text = "\n".join(shown)
-    for folder, label in ((settings.storage, "<storage>"), (settings.data_dir.resolve(), "<data>")):
-        text = text.replace(str(folder), label)
-    return text
+    return _hide_folders(settings, "\n".join(shown))
+
+
+def public_log(settings: Settings, log: str) -> str:
+    """A job's log as its non-admin owner sees it: every line but those of a traceback
+    (its exception's line stays), with the studio's folders hidden."""
+    shown, in_traceback = [], False
+    for line in log.splitlines():
+        if line.startswith("Traceback (most recent call last)"):
+            in_traceback = True
+        elif not in_traceback:
+            shown.append(line)
+        elif EXCEPTION_LINE.match(line):  # a traceback ends with an unindented exception line
+            in_traceback = False
+            shown.append(line)
+    return _hide_folders(settings, "\n".join(shown))
+
+
+def job_log_for(session: Session, settings: Settings, job: Job, role: Role) -> str:
+    """The job's log as this role may read it: admins the full log of every attempt, others
+    :func:`public_log` of it followed by the job's state and :func:`public_error`."""
+    log = reads.job_log(session, settings, job.id)
+    if role == Role.ADMIN:
+        return log
+    error = public_error(settings, job.error)
+    status = f"job {job.id}: {job.state.value}" + (f"\n{error}" if error else "")
+    return f"{public_log(settings, log)}\n{status}"

@@ -110,7 +110,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     use_gradio_cache(cache / "rate")
     gr.mount_gradio_app(app, build_rater(studio), path="/rate", **options, max_file_size=1)
-    use_gradio_cache(cache)  # what run-time checks see: both apps' folders (one studio a process)
+    # Gradio makes a new component for every gr.update it applies, and that component caches
+    # its files in the folder GRADIO_TEMP_DIR names then; the studio's galleries are updated
+    # that way, so at run time the variable names the studio's folder (its file route serves
+    # only from there). The raters' images are plain values, cached by the components built
+    # above in the raters' folder.
+    use_gradio_cache(cache / "studio")
     app.add_middleware(AuthMiddleware, authenticator=authenticator)
     app.add_middleware(SecurityMiddleware, settings=settings)  # outermost: refusals get headers
     return app

@@ -110,12 +110,9 @@ def job_monitor(job_id: Id, _: Trainer, state: State) -> dict[str, Any]:
 @router.get(
     "/jobs/{job_id}/log",
     response_class=PlainTextResponse,
-    summary="the job's log (admins); its state and error message (others)",
+    summary="the job's log: in full for admins, without tracebacks or folders for others",
 )
 def job_log(job_id: Id, who: Trainer, state: State) -> str:
     with state.db.session() as session:
         job = access.managed_job(session, state.settings, job_id, who.id, who.role)
-        if who.role == Role.ADMIN:
-            return reads.job_log(session, state.settings, job_id)
-        error = access.public_error(state.settings, job.error)
-        return f"job {job_id}: {job.state.value}" + (f"\n{error}" if error else "")
+        return access.job_log_for(session, state.settings, job, who.role)

@@ -171,20 +171,19 @@ def job_view(
     while the slider (at ``at``) is at the newest known step: someone looking at an older
     step is left there.
 
-    Admins see the full log; others their job's state and error message
-    (:func:`app.core.access.public_error`), never a traceback with the server's paths."""
+    Admins see the full log; others its lines without tracebacks or the server's folders,
+    then the job's state and error message (:func:`app.core.access.job_log_for`)."""
     if job_id is None:
         return "", None, None, gr.update(), "", [], None
     number = ident(job_id, "job")
     with studio.db.session() as session:
-        row = reads.job_row(session, jobs.get(session, number))
+        job = jobs.get(session, number)
+        row = reads.job_row(session, job)
         points = reads.metrics(session, number)
         steps = reads.sample_steps(session, number)
-        if who.role == Role.ADMIN:
-            log = reads.job_log(session, studio.settings, number)
-        else:
+        if who.role != Role.ADMIN:
             row["error"] = access.public_error(studio.settings, row["error"])
-            log = f"job {number}: {row['state']}" + (f"\n{row['error']}" if row["error"] else "")
+        log = access.job_log_for(session, studio.settings, job, who.role)
         following = not known or at is None or at >= known[-1]
         fresh = steps != known and following
         newest = _samples(studio, session, number, steps[-1]) if fresh and steps else []
