@@ -26,7 +26,13 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from srpo.models.base import Generator
-from srpo.rewards.base import Reward, check_pixels, is_differentiable, srp_form
+from srpo.rewards.base import (
+    Reward,
+    TextCoverage,
+    check_pixels,
+    is_differentiable,
+    srp_form,
+)
 from srpo.rewards.srp import augment, difference_reward
 from srpo.sampling import sample_images
 
@@ -230,6 +236,8 @@ class WordSensitivity:
     spread: float
     effect: float
     flagged: bool
+    unknown: tuple[str, ...] = ()  # pieces of the word the reward's tokenizer does not know
+    truncated: bool = False  # "word. prompt" is longer than the reward's text tower reads
 
 
 @dataclass(frozen=True)
@@ -244,6 +252,16 @@ class SweepResult:
     def flagged(self) -> list[str]:
         """Words that barely move the reward."""
         return [w.word for w in self.words if w.flagged]
+
+    @property
+    def unknown(self) -> list[str]:
+        """Words the reward's tokenizer maps, in whole or in part, to its unknown token."""
+        return [w.word for w in self.words if w.unknown]
+
+    @property
+    def truncated(self) -> list[str]:
+        """Words whose prefixed prompt the reward cuts at its token limit."""
+        return [w.word for w in self.words if w.truncated]
 
 
 @torch.no_grad()
@@ -262,22 +280,42 @@ def sensitivity_sweep(
     the reward less than ``relative`` (default 35%) of the strongest candidate, or less than
     an absolute floor (default 0, off). A one-word sweep is judged by ``absolute`` only.
     Words the reward does not know (unknown tokens) or that repeat the prompt score low.
+    Where the reward can say how its tokenizer reads a text (``text_coverage``), each entry
+    also names the word's unknown pieces and whether ``word. p`` is truncated: two unknown
+    words read as the same token and score alike.
     """
     prompt = validate_prompt(prompt)
     words = validate_words(words, "candidate", MAX_SWEEP_WORDS)
     if not 0 <= relative <= 1 or not math.isfinite(absolute) or absolute < 0:
         raise ValueError("relative must lie in [0, 1] and absolute must be >= 0")
     pixels = _prepare(reward, pixels)
-    scores = score_texts(reward, pixels, [prompt, *(augment(w, [prompt])[0] for w in words)])
+    texts = [augment(w, [prompt])[0] for w in words]
+    scores = score_texts(reward, pixels, [prompt, *texts])
     shifts = (scores[1:] - scores[:1]).cpu().double()
     mean, spread = shifts.mean(dim=1), shifts.std(dim=1, correction=0)
     effect = (mean**2 + spread**2).sqrt()
     threshold = max(relative * float(effect.max()), absolute)
+    coverage = getattr(reward, "text_coverage", None)
+    read = [coverage(t) if coverage else None for t in texts]
     entries = tuple(
-        WordSensitivity(word, float(m), float(s), float(e), bool(e < threshold))
-        for word, m, s, e in zip(words, mean, spread, effect, strict=True)
+        WordSensitivity(
+            word,
+            float(m),
+            float(s),
+            float(e),
+            bool(e < threshold),
+            _unknown_pieces(word, seen) if seen else (),
+            bool(seen and seen.truncated),
+        )
+        for word, m, s, e, seen in zip(words, mean, spread, effect, read, strict=True)
     )
     return SweepResult(prompt, entries, threshold)
+
+
+def _unknown_pieces(word: str, seen: TextCoverage) -> tuple[str, ...]:
+    """The unknown pieces of ``word. p`` that lie in the word (the prompt's are not its)."""
+    lowered = word.lower()
+    return tuple(piece for piece in seen.unknown if piece.lower() in lowered)
 
 
 def _heat(values: np.ndarray) -> np.ndarray:

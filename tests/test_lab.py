@@ -212,6 +212,31 @@ def test_sweep_flags_words_the_reward_cannot_tell_apart_but_not_style_words(rewa
     ]
 
 
+def test_sweep_names_words_the_tokenizer_does_not_know_and_prompts_it_cuts(reward, pixels):
+    # "zebra" and "banana" both read as <unk>: the sweep says so instead of two equal rows
+    result = lab.sensitivity_sweep(reward, pixels, PROMPT, ["photo", "zebra", "banana"])
+    by_word = {w.word: w for w in result.words}
+    assert by_word["zebra"].effect == pytest.approx(by_word["banana"].effect)
+    assert result.unknown == ["zebra", "banana"]
+    assert by_word["zebra"].unknown == ("zebra",) and by_word["photo"].unknown == ()
+    limit = reward.text_coverage(PROMPT).limit
+    long_prompt = " ".join(["red"] * (limit - 3))  # with <bos>, <eos>: one token to spare
+    assert not reward.text_coverage(long_prompt).truncated
+    cut = lab.sensitivity_sweep(reward, pixels, long_prompt, ["photo", "bright"])
+    assert cut.truncated == ["photo", "bright"] and cut.unknown == []
+
+
+def test_text_coverage_reads_open_clips_byte_level_tokenizer():
+    import open_clip
+
+    from srpo.rewards.base import tokenizer_coverage
+
+    tokenizer = open_clip.get_tokenizer("ViT-B-32")
+    short = tokenizer_coverage(tokenizer, "a zebra eating a banana", 77)
+    assert short.unknown == () and not short.truncated and short.tokens == 7
+    assert tokenizer_coverage(tokenizer, "photo " * 80, 77).truncated
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [

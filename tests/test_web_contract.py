@@ -32,6 +32,7 @@ STUDIO_ENDPOINTS = {
     "/lab_save_preset",
     "/lab_load_preset",
     "/train_preset",
+    "/train_reward_preset",
     "/train_prompt_file",
     "/train_submit",
     "/train_job",
@@ -153,13 +154,28 @@ def test_reward_lab_preview_sweep_and_presets(served):
     assert "Ranking before" in ranking and len(images) == 2 and len(saliency) == 2
     frame, warning = client.predict("a red circle", "photo, painting, zebra", api_name="/lab_sweep")
     assert [row[0] for row in frame["data"]] == ["photo", "painting", "zebra"]
-    assert warning
+    assert frame["headers"][-1] == "tokenizer"
+    assert [row[-1] for row in frame["data"]] == ["", "", "unknown: zebra"]
+    assert "does not know “zebra”" in warning
     status, _ = client.predict("style", "photo", "painting", 0.2, api_name="/lab_save_preset")
     assert "Saved" in status
     with pytest.raises(AppError, match="exists"):
         client.predict("style", "photo", "painting", 0.2, api_name="/lab_save_preset")
     assert count(db, RewardPreset) == 1
     assert client.predict("style", api_name="/lab_load_preset") == ("photo", "painting", 0.2)
+    # the preset's k reaches training: as the denoise discount across the window
+    import yaml
+
+    advanced = yaml.safe_dump(tiny_config())
+    positive, negative, advanced, note = client.predict(
+        "style", advanced, api_name="/train_reward_preset"
+    )
+    assert (positive, negative) == ("photo", "painting") and "k = 0.2" in note
+    fields = (positive, negative, "a red circle", 2, 1, 2, 1, 1)
+    client.predict("tiny-demo", "k job", advanced, *fields, api_name="/train_submit")
+    with db.session() as session:
+        job = session.scalars(select(Job).where(Job.name == "k job")).one()
+        assert job.config["direct_align"]["discount_denoise"] == {"low": 0.2, "high": 0.2}
 
 
 def test_reward_lab_scores_uploads_and_refuses_bad_ones(served):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import abc
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
 
 import torch
@@ -59,6 +60,43 @@ class TextImageReward(Protocol):
     def score(self, pixels: torch.Tensor, texts: Sequence[str]) -> torch.Tensor:
         """Per-image reward ``[B]`` of each image against its own text."""
         ...
+
+
+@dataclass(frozen=True)
+class TextCoverage:
+    """How a reward's tokenizer reads one text: its token count (special tokens included)
+    against the text tower's limit, and the pieces of the text it maps to its unknown token.
+
+    A reward whose tokenizer can tell offers ``text_coverage(text) -> TextCoverage``; the
+    Reward Lab's sweep uses it to warn that two unknown words score alike, or that a prefix
+    pushed the prompt past the limit."""
+
+    tokens: int
+    limit: int
+    unknown: tuple[str, ...] = ()
+
+    @property
+    def truncated(self) -> bool:
+        """Whether the text tower sees only the first ``limit`` tokens of the text."""
+        return self.tokens > self.limit
+
+
+def tokenizer_coverage(tokenizer, text: str, limit: int) -> TextCoverage:
+    """:class:`TextCoverage` of ``text`` under a transformers tokenizer, or under open_clip's
+    (a byte-level BPE, which has no unknown token: it encodes without its two end tokens)."""
+    if not hasattr(tokenizer, "convert_ids_to_tokens"):
+        return TextCoverage(len(tokenizer.encode(text)) + 2, limit)
+    unk = tokenizer.unk_token_id
+    if getattr(tokenizer, "is_fast", False):
+        encoded = tokenizer(text, truncation=False, return_offsets_mapping=True)
+        pieces = zip(encoded["input_ids"], encoded["offset_mapping"], strict=True)
+        unknown = [text[a:b] for i, (a, b) in pieces if unk is not None and i == unk]
+    else:  # a slow tokenizer has no offsets: try each word alone
+        encoded = tokenizer(text, truncation=False)
+        unknown = [
+            w for w in text.split() if unk in tokenizer(w, add_special_tokens=False)["input_ids"]
+        ]
+    return TextCoverage(len(encoded["input_ids"]), limit, tuple(dict.fromkeys(unknown)))
 
 
 def srp_form(reward: Reward) -> SRPForm:

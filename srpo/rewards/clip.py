@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from transformers import AutoImageProcessor, AutoTokenizer, CLIPModel
 
-from srpo.rewards.base import ImagePreprocess, RewardModel
+from srpo.rewards.base import ImagePreprocess, RewardModel, TextCoverage, tokenizer_coverage
 
 PICKSCORE_MODEL = "yuvalkirstain/PickScore_v1"
 PICKSCORE_PROCESSOR = "laion/CLIP-ViT-H-14-laion2B-s32B-b79K"
@@ -65,10 +65,17 @@ class CLIPReward(RewardModel):
             name=name,
         )
 
-    def _tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
-        limit = min(
+    def _limit(self) -> int:
+        return min(
             self.tokenizer.model_max_length, self.model.config.text_config.max_position_embeddings
         )
+
+    def text_coverage(self, text: str) -> TextCoverage:
+        """How the tokenizer reads ``text``: its length against the limit, unknown words."""
+        return tokenizer_coverage(self.tokenizer, text, self._limit())
+
+    def _tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+        limit = self._limit()
         lengths = [len(ids) for ids in self.tokenizer(list(texts), truncation=False)["input_ids"]]
         too_long = [t for t, n in zip(texts, lengths, strict=True) if n > limit]
         if too_long:

@@ -13,7 +13,7 @@ from pathlib import Path
 import open_clip
 import torch
 
-from srpo.rewards.base import ImagePreprocess, RewardModel
+from srpo.rewards.base import ImagePreprocess, RewardModel, TextCoverage, tokenizer_coverage
 from srpo.rewards.checkpoints import load_into, load_state_dict, resolve_file
 
 HPS_HUB_REPO = "xswu/HPSv2"
@@ -44,6 +44,10 @@ class HPSReward(RewardModel):
         model = open_clip.create_model(arch, pretrained=None, load_weights=False)
         load_into(model, load_state_dict(path), str(path))
         return cls(model, open_clip.get_tokenizer(arch), name=name)
+
+    def text_coverage(self, text: str) -> TextCoverage:
+        """How the tokenizer reads ``text``: its length against the context length."""
+        return tokenizer_coverage(self.tokenizer, text, self.tokenizer.context_length)
 
     def _tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
         limit = self.tokenizer.context_length

@@ -28,7 +28,7 @@ from transformers import BlipTextConfig, BlipVisionConfig, BlipVisionModel
 from transformers.models.blip.modeling_blip_text import BlipTextModel
 
 from srpo.rewards.aesthetic import AestheticMLP
-from srpo.rewards.base import ImagePreprocess, ScoringReward
+from srpo.rewards.base import ImagePreprocess, ScoringReward, TextCoverage, tokenizer_coverage
 from srpo.rewards.checkpoints import load_into, load_state_dict, resolve_file
 
 IMAGEREWARD_HUB_REPO = "THUDM/ImageReward"
@@ -185,6 +185,10 @@ class ImageReward(ScoringReward):
         modules = nn.ModuleDict({"vision": reward.vision, "text": reward.text, "mlp": reward.mlp})
         load_into(modules, state, str(path))
         return reward
+
+    def text_coverage(self, text: str) -> TextCoverage:
+        """How BLIP's tokenizer reads ``text``: its length against ImageReward's 35 tokens."""
+        return tokenizer_coverage(self.tokenizer, text, MAX_LENGTH)
 
     def _tokenize(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         missing = [t for t in dict.fromkeys(texts) if t not in self._tokens]

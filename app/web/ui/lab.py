@@ -21,6 +21,10 @@ from app.web.ui.common import Refresh, bind, caller, friendly, text, words
 
 MAX_SEEDS = 16
 
+# A preview's per-word columns (r(word. p), srp(pos / neg)) sit between r(p) and srp.
+SCORE_COLUMNS = ["image", "r(p)", "srp", "rank before", "rank after"]
+SWEEP_COLUMNS = ["word", "mean shift", "spread", "effect", "barely moves the reward", "tokenizer"]
+
 
 def preset_names(studio: Studio) -> list[str]:
     """Saved reward presets, by name."""
@@ -137,19 +141,36 @@ def sweep(studio: Studio, prompt, candidates, batch, request: gr.Request):
                 "spread": round(w.spread, 4),
                 "effect": round(w.effect, 4),
                 "barely moves the reward": "yes" if w.flagged else "",
+                "tokenizer": _tokenizer_note(w),
             }
             for w in result.words
         ]
     )
+    warnings = []
+    if result.unknown:
+        unknown = ", ".join(f"“{text(w)}”" for w in result.unknown)
+        warnings.append(
+            f"⚠ The reward's tokenizer does not know {unknown}: it reads each as its unknown "
+            "token, so unknown words score alike. Use words it knows."
+        )
+    if result.truncated:
+        cut = ", ".join(f"“{text(w)}”" for w in result.truncated)
+        warnings.append(
+            f"⚠ With {cut} in front, the prompt is longer than the reward reads: its end is cut."
+        )
     if result.flagged:
         flagged = ", ".join(f"“{text(w)}”" for w in result.flagged)
-        warning = (
+        warnings.append(
             f"⚠ {flagged} barely move the reward (effect below {result.threshold:.3f}); "
             "the reward model may not know them. Prefer words with a larger effect."
         )
-    else:
-        warning = "Every candidate moves the reward."
-    return frame, warning
+    return frame, "\n\n".join(warnings) or "Every candidate moves the reward."
+
+
+def _tokenizer_note(entry) -> str:
+    """What the reward's tokenizer makes of a swept word: unknown pieces, a cut prompt."""
+    notes = [f"unknown: {', '.join(entry.unknown)}"] if entry.unknown else []
+    return "; ".join([*notes, *(["prompt cut"] if entry.truncated else [])])
 
 
 @friendly
@@ -210,7 +231,15 @@ def build(studio: Studio) -> Refresh:
             with gr.Row():
                 positive = gr.Textbox(label="Positive control words", value="photo")
                 negative = gr.Textbox(label="Negative control words", value="painting")
-            k = gr.Slider(0, 2, value=0.1, step=0.05, label="k (share of absolute reward)")
+            k = gr.Slider(
+                0,
+                2,
+                value=0.1,
+                step=0.05,
+                label="k (share of absolute reward)",
+                info="Saved with the preset; a job that uses the preset trains its denoise "
+                "branch with this k across the window.",
+            )
             with gr.Row():
                 source = gr.Radio(
                     ["current model", "uploads"], value="current model", label="Images"
@@ -231,7 +260,10 @@ def build(studio: Studio) -> Refresh:
             save_button = gr.Button("Save preset")
             preset_status = gr.Markdown(elem_classes=["status"])
     status = gr.Markdown(elem_classes=["status"])
-    table = gr.Dataframe(label="Scores per image", interactive=False, wrap=True)
+    # headed before the first preview (an empty frame, not Gradio's "1 2 3")
+    table = gr.Dataframe(
+        pd.DataFrame(columns=SCORE_COLUMNS), label="Scores per image", interactive=False, wrap=True
+    )
     chart = gr.ScatterPlot(
         x="image", y="score", color="condition", label="r(p), r(pos. p), r(neg. p) and SRP"
     )
@@ -248,7 +280,9 @@ def build(studio: Studio) -> Refresh:
             label="Candidate words", value="photo, painting, flat, bright, dark, warm, zebra"
         )
         sweep_button = gr.Button("Sweep")
-        sweep_table = gr.Dataframe(label="Reward shift per word", interactive=False)
+        sweep_table = gr.Dataframe(
+            pd.DataFrame(columns=SWEEP_COLUMNS), label="Reward shift per word", interactive=False
+        )
         sweep_warning = gr.Markdown(elem_classes=["status"])
 
     preview_button.click(

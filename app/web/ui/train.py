@@ -205,14 +205,28 @@ def apply_preset(studio: Studio, chosen, request: gr.Request):
 
 
 @friendly
-def use_reward_preset(studio: Studio, chosen, request: gr.Request):
-    """The control words of a reward preset saved in the Reward Lab."""
+def use_reward_preset(studio: Studio, chosen, advanced, request: gr.Request):
+    """The control words of a reward preset saved in the Reward Lab, and its k written into
+    the YAML box as the denoise branch's discount at both ends of the window: the Lab
+    previews one k, so training uses that k (the inversion branch keeps its own)."""
     caller(studio, request, Role.TRAINER)
     with studio.db.session() as session:
         row = session.scalar(select(RewardPreset).where(RewardPreset.name == chosen))
         if row is None:
             raise StudioError("choose a saved reward preset")
-        return ", ".join(row.positive_words), ", ".join(row.negative_words)
+        name, k = row.name, float(row.k)
+        positive, negative = ", ".join(row.positive_words), ", ".join(row.negative_words)
+    config = advanced_fields(advanced)
+    direct = config.setdefault("direct_align", {})
+    if not isinstance(direct, dict):
+        raise StudioError("advanced config: direct_align must be a mapping of fields")
+    direct["discount_denoise"] = {"low": k, "high": k}
+    note = (
+        f"Reward preset “{text(name)}”: its words, and its k = {k:g} as the denoise "
+        "branch's discount across the window (direct_align.discount_denoise in the "
+        "advanced config; edit it there for a schedule). The inversion branch keeps its own."
+    )
+    return positive, negative, yaml.safe_dump(config, sort_keys=False), note
 
 
 @friendly
@@ -353,6 +367,7 @@ def build(studio: Studio) -> Refresh:
             reward_preset = gr.Dropdown(
                 [], label="Reward preset (from the Reward Lab)", allow_custom_value=True
             )
+            reward_preset_note = gr.Markdown(elem_classes=["status"])
             with gr.Row():
                 positive = gr.Textbox(
                     label="Positive words", value=", ".join(first["positive_words"])
@@ -401,7 +416,12 @@ def build(studio: Studio) -> Refresh:
 
     preset.change(bind(apply_preset, studio), [preset], form, api_name="train_preset")
     train_setup.wire(studio, preset, advanced, launch, model_fields)
-    reward_preset.change(bind(use_reward_preset, studio), [reward_preset], [positive, negative])
+    reward_preset.change(
+        bind(use_reward_preset, studio),
+        [reward_preset, advanced],
+        [positive, negative, advanced, reward_preset_note],
+        api_name="train_reward_preset",
+    )
     prompt_file.upload(
         bind(load_prompt_file, studio), [prompt_file], [prompts], api_name="train_prompt_file"
     )
