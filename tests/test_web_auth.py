@@ -107,6 +107,22 @@ def test_raters_are_refused_everywhere_but_voting(studio):
     assert client.get("/", headers=rater).headers["location"] == "/rate/"
 
 
+def test_a_rater_opening_the_studio_or_the_docs_gets_a_page_with_links(studio):
+    _, client, accounts, _ = studio
+    browser = {**accounts["rater"].headers, "Accept": "text/html,application/xhtml+xml"}
+    for path in ("/studio/", "/docs"):
+        page = client.get(path, headers=browser)
+        assert page.status_code == 403 and page.headers["content-type"].startswith("text/html")
+        assert f"may not open\n<code>{path}</code>" in page.text
+        assert '<a href="/rate/">the rating app</a>' in page.text
+        assert 'href="/studio/"' not in page.text and 'href="/logout"' in page.text
+    # scripts and API clients still get JSON
+    api = client.get("/studio/", headers=accounts["rater"].headers)
+    assert api.json() == {"detail": "your role may not use this"}
+    evil = client.get("/studio/<script>x</script>", headers=browser)
+    assert "<script>x" not in evil.text and "&lt;script&gt;" in evil.text
+
+
 def test_trainers_reach_trainer_routes_but_not_admin_ones(studio):
     _, client, accounts, _ = studio
     trainer = accounts["trainer"].headers

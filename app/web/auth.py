@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 from app.core.db import Database
 from app.core.models import Role, User
 from app.core.users import create_session, end_session, find_user, session_user, user_for_token
+from app.web.page_html import role_page
 
 SESSION_COOKIE = "srpo_session"
 DEFAULT_SESSION_SECONDS = 12 * 3600.0
@@ -223,6 +224,10 @@ class AuthMiddleware:
             await self._refuse(scope, receive, send, 403, "cross-origin request refused")
             return
         if not principal.may(needed_role(path)):
+            if _wants_page(scope, headers):
+                page = role_page(principal.username, principal.role, path).encode()
+                await _send(send, 403, [(b"content-type", b"text/html; charset=utf-8")], page)
+                return
             await self._refuse(scope, receive, send, 403, "your role may not use this")
             return
         if takes_no_files(path, headers):
@@ -244,20 +249,12 @@ class AuthMiddleware:
     async def _unauthenticated(
         self, scope: Scope, receive: Receive, send: Send, headers: dict[str, str]
     ) -> None:
-        wants_page = scope["type"] == "http" and scope.get("method") == "GET"
-        if wants_page and "text/html" in headers.get("accept", ""):
+        if _wants_page(scope, headers):
             target = scope["path"] + (
                 "?" + scope["query_string"].decode() if scope.get("query_string") else ""
             )
             location = "/login?next=" + quote(target, safe="")
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 303,
-                    "headers": [(b"location", location.encode()), (b"content-length", b"0")],
-                }
-            )
-            await send({"type": "http.response.body", "body": b""})
+            await _send(send, 303, [(b"location", location.encode())], b"")
             return
         await self._refuse(scope, receive, send, 401, "sign in or give a bearer token")
 
@@ -267,9 +264,23 @@ class AuthMiddleware:
         if scope["type"] == "websocket":
             await send({"type": "websocket.close", "code": 4401 if status == 401 else 4403})
             return
-        body = json.dumps({"detail": message}).encode()
-        headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+        headers = [(b"content-type", b"application/json")]
         if status == 401:
             headers.append((b"www-authenticate", b"Bearer"))
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        await _send(send, status, headers, json.dumps({"detail": message}).encode())
+
+
+def _wants_page(scope: Scope, headers: dict[str, str]) -> bool:
+    """Whether the request is a browser's page load (a GET that accepts HTML)."""
+    return (
+        scope["type"] == "http"
+        and scope.get("method") == "GET"
+        and "text/html" in headers.get("accept", "")
+    )
+
+
+async def _send(send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+    """One whole HTTP response."""
+    headers = [*headers, (b"content-length", b"%d" % len(body))]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

@@ -18,7 +18,8 @@ from app.core.startup import prepare
 from app.web import api, pages
 from app.web.auth import Authenticator, AuthMiddleware, Principal
 from app.web.context import Studio
-from app.web.pages import DOCS_ASSETS, STATIC, SWAGGER_UI
+from app.web.page_html import STATIC
+from app.web.pages import DOCS_ASSETS, SWAGGER_UI
 from app.web.security import SecurityMiddleware
 from app.web.throttle import LoginGuard
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import html
 from importlib import resources
 from pathlib import Path
 
@@ -13,9 +12,9 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from app.core.models import Role
 from app.core.users import authenticate
 from app.web.auth import PRINCIPAL_KEY, SESSION_COOKIE
+from app.web.page_html import login_page
 from app.web.throttle import Busy
 
-STATIC = Path(__file__).resolve().parents[2] / "static"
 SWAGGER_UI = Path(str(resources.files("fastapi_offline") / "static"))
 DOCS_ASSETS = "/docs/assets"
 router = APIRouter()
@@ -32,22 +31,6 @@ def safe_next(target: str | None) -> str:
     if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
         return "/"
     return target
-
-
-def login_page(target: str, message: str = "") -> str:
-    """The login form; everything user-given is escaped."""
-    css = (STATIC / "login.css").read_text()
-    error = f'<p class="error" role="alert">{html.escape(message)}</p>' if message else ""
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>SRPO Studio: sign in</title>
-<meta name="viewport" content="width=device-width, initial-scale=1"><style>{css}</style></head>
-<body><main class="card"><h1>SRPO Studio</h1>
-<p class="lead">Preference alignment for diffusion models</p>{error}
-<form method="post" action="/login">
-<input type="hidden" name="next" value="{html.escape(target, quote=True)}">
-<label>Username <input name="username" autocomplete="username" required autofocus></label>
-<label>Password <input name="password" type="password" autocomplete="current-password" required>
-</label><button type="submit">Sign in</button></form></main></body></html>"""
 
 
 @router.get("/login", include_in_schema=False, response_class=HTMLResponse)
