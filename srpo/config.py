@@ -114,8 +114,13 @@ class TrainConfig(Section):
     # output lacks the newest one fetches it (srpo.checkpoint_store).
     checkpoint_url: str | None = Field(None, min_length=1, max_length=1000)
     sample_every: int = Field(0, ge=0, le=1_000_000)
-    eval_prompts: list[str] = Field(default_factory=list)
-    eval_seeds: list[Annotated[int, Field(ge=0)]] = Field(default_factory=lambda: [0, 1, 2, 3])
+    # Rendered at every sample step (and by the hacking monitor): bounded so that cost is.
+    eval_prompts: list[Annotated[str, Field(min_length=1, max_length=1000)]] = Field(
+        default_factory=list, max_length=64
+    )
+    eval_seeds: list[Annotated[int, Field(ge=0, le=2**31 - 1)]] = Field(
+        default_factory=lambda: [0, 1, 2, 3], min_length=1, max_length=64
+    )
     tensorboard: bool = False
     monitor_reward: str | None = Field(None, min_length=1)
     monitor_reward_path: str | None = None

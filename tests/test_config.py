@@ -104,6 +104,11 @@ def test_configs_in_the_old_flat_layout_mean_the_same_run():
         ({"lora": {"rank": 0}}, "lora.rank", "greater than or equal to 1"),
         ({"learning_rate": 1}, "learning_rate", "Extra inputs"),
         ({"method": "direct_align"}, "config", "inversion"),
+        # an eval seed torch cannot take (2**70) failed in the worker, not at submission
+        ({"eval_seeds": [0, 2**70]}, "eval_seeds.1", "less than or equal to 2147483647"),
+        ({"eval_seeds": list(range(65))}, "eval_seeds", "at most 64"),
+        ({"eval_seeds": []}, "eval_seeds", "at least 1"),
+        ({"eval_prompts": ["a red circle"] * 65}, "eval_prompts", "at most 64"),
     ],
 )
 def test_invalid_fields_are_named_with_their_range(overrides, field, reason):
