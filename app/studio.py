@@ -29,7 +29,28 @@ def register(commands: argparse._SubParsersAction) -> None:
     studio.add_argument("--host", default="127.0.0.1", help="interface to listen on")
     studio.add_argument("--port", type=int, default=7860, help="port to listen on")
     studio.add_argument("--data-dir", default=None, help="data folder (default: SRPO_DATA_DIR)")
+    studio.add_argument(
+        "--forwarded-allow-ips",
+        default="",
+        help="comma-separated addresses of reverse proxies whose X-Forwarded-For and "
+        "X-Forwarded-Proto are trusted (default: none)",
+    )
     studio.set_defaults(run=run)
+
+
+def server_options(args: argparse.Namespace) -> dict:
+    """uvicorn's options for the studio. The client address is the connection's unless it
+    comes from a proxy listed in ``--forwarded-allow-ips``: uvicorn alone trusts
+    X-Forwarded-For from 127.0.0.1, so on a shared machine any local user could pose as
+    any address and sidestep the per-address sign-in limits."""
+    proxies = args.forwarded_allow_ips.strip()
+    return {
+        "host": args.host,
+        "port": args.port,
+        "log_level": "warning",
+        "proxy_headers": bool(proxies),
+        "forwarded_allow_ips": proxies or None,
+    }
 
 
 def first_admin(settings: Settings) -> str | None:
@@ -76,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
     if password is not None:
         print(f"first admin: {settings.admin_username} / {password} (also in data/admin_password)")
     try:
-        uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+        uvicorn.run(app, **server_options(args))
     finally:
         background.stop()
     return 0

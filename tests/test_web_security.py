@@ -160,3 +160,43 @@ def test_components_gradio_makes_at_run_time_cache_where_the_studio_serves(studi
     mounts = {route.path: route.app for route in app.routes if isinstance(route, Mount)}
     made = gr.Gallery(render=False)
     assert Path(made.GRADIO_CACHE) == Path(mounts["/studio"].uploaded_file_dir)
+
+
+async def _client_seen(options: dict, forwarded_for: str) -> tuple[str, int] | None:
+    """The client address an app sees behind uvicorn's middleware with these options, for a
+    request from 127.0.0.1 that claims to be forwarded for ``forwarded_for``."""
+    import uvicorn
+
+    seen = {}
+
+    async def app(scope, receive, send) -> None:
+        seen["client"] = scope["client"]
+
+    config = uvicorn.Config(app, **options)
+    config.load()
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": "/",
+        "headers": [(b"x-forwarded-for", forwarded_for.encode())],
+        "client": ("127.0.0.1", 50000),
+        "scheme": "http",
+    }
+    await config.loaded_app(scope, None, None)
+    return tuple(seen["client"])
+
+
+def test_the_studio_trusts_forwarded_addresses_only_from_proxies_it_is_told_of() -> None:
+    import anyio
+
+    from app.studio import server_options
+    from srpo.cli import build_parser
+
+    def seen(*flags: str) -> tuple:
+        args = build_parser().parse_args(["studio", *flags])
+        return anyio.run(_client_seen, server_options(args), "203.0.113.9")
+
+    # a local user forging X-Forwarded-For would get fresh per-address sign-in limits
+    assert seen()[0] == "127.0.0.1"
+    assert seen("--forwarded-allow-ips", "127.0.0.1")[0] == "203.0.113.9"
+    assert seen("--forwarded-allow-ips", "10.0.0.2")[0] == "127.0.0.1"

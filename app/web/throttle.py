@@ -15,8 +15,8 @@ guessing nor a flood of sign-ins may be unbounded:
   is cut to a few checks, and a real user signs in behind at most ``max_waiting`` others.
 
 State is kept in memory, per studio process. Behind a reverse proxy the client address is
-the proxy's unless the server trusts its ``X-Forwarded-For`` (uvicorn's
-``--forwarded-allow-ips``).
+the proxy's unless the server trusts its ``X-Forwarded-For``
+(``srpo studio --forwarded-allow-ips``).
 """
 
 from __future__ import annotations
