@@ -66,6 +66,8 @@ def test_a_campaign_renders_in_bounded_chunks_each_image_once(world):
 def test_cancelled_rendering_keeps_its_images_and_resumes_after_a_restart(world):
     settings, db, campaign_id, drawn, sent = world
     assert rendering.generate_pairs(db, settings, campaign_id) == 0
+    with pytest.raises(arena.Conflict, match="is rendering"):  # one task renders it already
+        db.write(lambda s: arena.resume_rendering(s, campaign_id))
     db.write(lambda s: arena.cancel_rendering(s, campaign_id))
     assert state(db, campaign_id) == "cancelled"
     sent.clear()

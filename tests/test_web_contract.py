@@ -14,7 +14,7 @@ from gradio_client.exceptions import AppError
 from PIL import Image
 from sqlalchemy import func, select, update
 
-from app.core.models import Job, RewardPreset, Role, Vote
+from app.core.models import Campaign, CampaignState, Job, RewardPreset, Role, Vote
 from app.web.factory import create_app
 from tests.web_support import (
     add_account,
@@ -40,6 +40,8 @@ STUDIO_ENDPOINTS = {
     "/train_cancel",
     "/train_monitor",
     "/arena_create",
+    "/arena_stop_rendering",
+    "/arena_resume_rendering",
     "/arena_next",
     "/vote_left",
     "/vote_right",
@@ -348,6 +350,44 @@ def test_rest_api_undoes_a_vote_excludes_a_rater_and_exports_either_view(served)
     assert bad.status_code == 422
     listed = {c["id"]: c for c in trainer.get("/api/v1/campaigns").json()}
     assert listed[campaign_id]["rendered"] == [4, 4]
+
+
+def test_the_arena_tab_stops_and_resumes_a_campaigns_rendering(served):
+    client, db = served["studio"], served["db"]
+    tom = user_id(db, "tom")
+
+    def pending(session) -> int:
+        found = Campaign(
+            name="to stop",
+            models=["base", "checkpoint:999999"],
+            prompts=["a red circle"],
+            seeds=[0],
+            criteria=["overall"],
+            state=CampaignState.PENDING,
+            created_by=tom,
+        )
+        session.add(found)
+        session.flush()
+        return found.id
+
+    campaign_id = db.write(pending)
+    status, table = client.predict(campaign_id, api_name="/arena_stop_rendering")
+    assert "rendering stops" in status
+    assert [r[2] for r in table["data"] if r[0] == campaign_id] == ["cancelled"]
+    status, _ = client.predict(campaign_id, api_name="/arena_resume_rendering")
+    assert "rendering resumes" in status
+    with db.session() as session:
+        assert not session.get(Campaign, campaign_id).cancel_requested
+    ada = user_id(db, "ada")
+    db.write(
+        lambda s: s.execute(
+            update(Campaign).values(created_by=ada).where(Campaign.id == campaign_id)
+        )
+    )
+    with pytest.raises(AppError, match="another trainer's"):
+        client.predict(campaign_id, api_name="/arena_stop_rendering")
+    with pytest.raises(AppError, match="campaign: choose"):
+        client.predict(None, api_name="/arena_resume_rendering")
 
 
 def test_checkpoint_tab_shows_sha_card_and_snippet(served):

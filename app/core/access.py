@@ -20,8 +20,8 @@ import sys
 from sqlalchemy.orm import Session
 
 from app.core import jobs, reads
-from app.core.errors import Forbidden
-from app.core.models import Checkpoint, Job, Role
+from app.core.errors import Forbidden, NotFound
+from app.core.models import Campaign, Checkpoint, Job, Role
 from app.core.settings import Settings
 
 EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b.*")
@@ -63,6 +63,19 @@ def _hide_folders(settings: Settings, text: str) -> str:
     for folder, label in folders:
         text = text.replace(str(folder), label)
     return text
+
+
+def managed_campaign(
+    session: Session, settings: Settings, campaign_id: int, user_id: int, role: Role
+) -> Campaign:
+    """The campaign, refused (:class:`Forbidden`) unless this user may stop or resume its
+    rendering: the jobs' rule, with the campaign's creator as its owner."""
+    found = session.get(Campaign, campaign_id)
+    if found is None:
+        raise NotFound(f"campaign {campaign_id} not found")
+    if not may_manage(settings, user_id, role, found.created_by):
+        raise Forbidden(f"campaign {campaign_id} is another trainer's (SRPO_JOB_SHARING=own)")
+    return found
 
 
 def public_error(settings: Settings, error: str | None) -> str | None:

@@ -180,6 +180,9 @@ def resume_rendering(session: Session, campaign_id: int) -> Campaign:
         raise NotFound(f"campaign {campaign_id} not found")
     if found.state == CampaignState.READY:
         raise Conflict(f"campaign {found.name!r} is rendered already")
+    if found.state == CampaignState.PENDING and not found.cancel_requested:
+        # a second task would render its missing images twice, beside the first
+        raise Conflict(f"campaign {found.name!r} is rendering; stop it first")
     found.state, found.error, found.cancel_requested = CampaignState.PENDING, None, False
     return found
 

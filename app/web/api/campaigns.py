@@ -12,10 +12,8 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from app.core import access, admission, arena, arena_export, arena_results, dispatch
-from app.core.errors import Forbidden, NotFound
 from app.core.models import Campaign, CampaignState, User
 from app.web.api.deps import Admin, Id, State, Trainer
-from app.web.auth import Principal
 from app.web.context import Studio
 
 router = APIRouter(tags=["campaigns"])
@@ -70,26 +68,17 @@ def create_campaign(body: CampaignIn, who: Trainer, state: State) -> dict[str, A
     return {"id": campaign_id, "state": CampaignState.PENDING.value}
 
 
-def _managed(session, state: Studio, who: Principal, campaign_id: int) -> None:
-    """Refuse unless ``who`` may manage the campaign (the jobs' rule: SRPO_JOB_SHARING)."""
-    found = session.get(Campaign, campaign_id)
-    if found is None:
-        raise NotFound(f"campaign {campaign_id} not found")
-    if not access.may_manage(state.settings, who.id, who.role, found.created_by):
-        raise Forbidden(f"campaign {campaign_id} is another trainer's (SRPO_JOB_SHARING=own)")
-
-
 @router.post("/campaigns/{campaign_id}/cancel", summary="stop rendering (images are kept)")
 def cancel_campaign(campaign_id: Id, who: Trainer, state: State) -> dict[str, Any]:
     with state.db.session() as session:
-        _managed(session, state, who, campaign_id)
+        access.managed_campaign(session, state.settings, campaign_id, who.id, who.role)
         return campaign_row(arena.cancel_rendering(session, campaign_id), state.settings.storage)
 
 
 @router.post("/campaigns/{campaign_id}/resume", summary="render what a campaign still lacks")
 def resume_campaign(campaign_id: Id, who: Trainer, state: State) -> dict[str, Any]:
     with state.db.session() as session:
-        _managed(session, state, who, campaign_id)
+        access.managed_campaign(session, state.settings, campaign_id, who.id, who.role)
         row = campaign_row(arena.resume_rendering(session, campaign_id), state.settings.storage)
     dispatch.send(state.settings, dispatch.PAIRS_TASK, [campaign_id])
     return row

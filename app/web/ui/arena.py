@@ -11,7 +11,7 @@ import pandas as pd
 from PIL import Image
 from sqlalchemy import select
 
-from app.core import admission, arena, arena_next, dispatch
+from app.core import access, admission, arena, arena_next, dispatch
 from app.core.errors import StudioError
 from app.core.models import Campaign, CampaignState, Comparison, Role, User
 from app.web.context import Studio
@@ -209,6 +209,35 @@ def create_campaign(
     )
 
 
+@friendly
+def stop_rendering(studio: Studio, campaign_id, request: gr.Request):
+    """Stop rendering a campaign; the images made so far are kept for a resume."""
+    who = caller(studio, request, Role.TRAINER)
+    number = ident(campaign_id, "campaign")
+
+    def stop(session) -> None:
+        access.managed_campaign(session, studio.settings, number, who.id, who.role)
+        arena.cancel_rendering(session, number)
+
+    studio.db.write(stop)
+    return f"Campaign {number}: rendering stops; its images are kept.", campaign_table(studio)
+
+
+@friendly
+def resume_rendering(studio: Studio, campaign_id, request: gr.Request):
+    """Render what a stopped or failed campaign still lacks (kept images are not redone)."""
+    who = caller(studio, request, Role.TRAINER)
+    number = ident(campaign_id, "campaign")
+
+    def resume(session) -> None:
+        access.managed_campaign(session, studio.settings, number, who.id, who.role)
+        arena.resume_rendering(session, number)
+
+    studio.db.write(resume)
+    dispatch.send(studio.settings, dispatch.PAIRS_TASK, [number])
+    return f"Campaign {number}: rendering resumes.", campaign_table(studio)
+
+
 def refresh(studio: Studio, request: gr.Request):
     """The tab's lists, re-read: models, campaigns, campaigns open for votes."""
     caller(studio, request, Role.TRAINER)
@@ -277,6 +306,10 @@ def build(studio: Studio) -> Refresh:
         create = gr.Button("Create campaign", variant="primary")
         create_status = gr.Markdown(elem_classes=["status"])
         table = gr.Dataframe(campaign_table(studio), label="Campaigns", interactive=False)
+        with gr.Row():
+            stop = gr.Button("Stop rendering", variant="stop", scale=0)
+            resume = gr.Button("Resume rendering", variant="secondary", scale=0)
+            rendering_status = gr.Markdown(elem_classes=["status"])
     with gr.Accordion("Vote (blind: sides are random, models hidden)", open=True):
         _, vote_outputs = build_voting(studio, Role.TRAINER)
     with gr.Accordion("Results", open=True):
@@ -290,6 +323,19 @@ def build(studio: Studio) -> Refresh:
         [name, models, prompts, seeds, criteria],
         [create_status, table, result_campaign],
         api_name="arena_create",
+    )
+    # they act on the campaign chosen under Results (create and the timer keep it current)
+    stop.click(
+        bind(stop_rendering, studio),
+        [result_campaign],
+        [rendering_status, table],
+        api_name="arena_stop_rendering",
+    )
+    resume.click(
+        bind(resume_rendering, studio),
+        [result_campaign],
+        [rendering_status, table],
+        api_name="arena_resume_rendering",
     )
     timer.tick(
         bind(tick, studio),
