@@ -14,9 +14,10 @@ from gradio_client.exceptions import AppError
 from PIL import Image
 from sqlalchemy import func, select, update
 
-from app.core.models import Campaign, CampaignState, Job, RewardPreset, Role, Vote
+from app.core.models import Campaign, CampaignState, Job, RewardPreset, Role, User, Vote
 from app.web.factory import create_app
 from tests.web_support import (
+    PASSWORD,
     add_account,
     ready_campaign,
     serve,
@@ -54,6 +55,9 @@ STUDIO_ENDPOINTS = {
     "/arena_jsonl",
     "/arena_csv",
     "/checkpoint_show",
+    "/admin_add_user",
+    "/admin_change_user",
+    "/admin_revoke_token",
     "/checkpoint_evaluate",
 }
 RATER_ENDPOINTS = {
@@ -388,6 +392,40 @@ def test_the_arena_tab_stops_and_resumes_a_campaigns_rendering(served):
         client.predict(campaign_id, api_name="/arena_stop_rendering")
     with pytest.raises(AppError, match="campaign: choose"):
         client.predict(None, api_name="/arena_resume_rendering")
+
+
+def test_the_admin_tab_adds_changes_and_revokes_as_the_api_does(served):
+    db, url = served["db"], served["url"]
+    admin = Client(url + "/studio/", headers=served["admin"].headers, verbose=False)
+    with pytest.raises(AppError, match="password"):
+        admin.predict("newbie", "password", "rater", api_name="/admin_add_user")
+    status, users, *_ = admin.predict("newbie", PASSWORD, "rater", api_name="/admin_add_user")
+    assert "Added newbie" in status
+    assert ["newbie", "rater", "yes"] in [row[1:] for row in users["data"]]
+    with pytest.raises(AppError, match="taken"):
+        admin.predict("NEWBIE", PASSWORD, "rater", api_name="/admin_add_user")
+    signed_in = add_account(db, "sue", Role.TRAINER)
+    api = httpx.Client(base_url=url, headers=signed_in.headers)
+    assert api.get("/api/v1/me").status_code == 200
+    status, users, tokens, *_ = admin.predict("sue", "disable", "", api_name="/admin_change_user")
+    assert "sessions ended" in status
+    assert ["sue", "trainer", "no"] in [row[1:] for row in users["data"]]
+    assert api.get("/api/v1/me").status_code == 401  # at once, token and all
+    admin.predict("sue", "enable", "", api_name="/admin_change_user")
+    assert api.get("/api/v1/me").status_code == 200
+    (token_id,) = [row[0] for row in tokens["data"] if row[1] == "sue"]
+    status, _, tokens, *_ = admin.predict(token_id, api_name="/admin_revoke_token")
+    assert f"Token {token_id} revoked" in status
+    assert [row[-1] for row in tokens["data"] if row[0] == token_id] == ["no"]
+    assert api.get("/api/v1/me").status_code == 401
+    with pytest.raises(AppError, match="cannot demote or disable yourself"):
+        admin.predict("ada", "make trainer", "", api_name="/admin_change_user")
+    own = httpx.Client(base_url=url, headers=served["admin"].headers)
+    assert own.patch("/api/v1/users/ada", json={"active": False}).status_code == 409
+    with pytest.raises(AppError, match="role"):  # a trainer may not use the tab's handlers
+        served["studio"].predict("mallory", PASSWORD, "admin", api_name="/admin_add_user")
+    with db.session() as session:
+        assert session.scalar(select(func.count()).where(User.username == "mallory")) == 0
 
 
 def test_checkpoint_tab_shows_sha_card_and_snippet(served):

@@ -11,11 +11,12 @@ import gradio as gr
 import pytest
 from sqlalchemy import func, select
 
+from app.core.errors import StudioError
 from app.core.models import Campaign, Job, JobState, RewardPreset, Role, Vote
 from app.core.startup import prepare
 from app.web.auth import Authenticator
 from app.web.context import Studio
-from app.web.ui import arena, arena_view, checkpoints, common, lab, train
+from app.web.ui import admin, arena, arena_view, checkpoints, common, lab, train
 from tests.web_support import add_account, ready_campaign, stored_checkpoint, web_settings
 
 
@@ -244,3 +245,16 @@ def test_cancel_asks_first(ctx) -> None:
     assert shown["visible"] is True and "Cancel job 12?" in question
     with pytest.raises(gr.Error, match="choose a job"):
         train.ask_cancel(ctx.studio, None, ctx.trainer)
+
+
+def test_the_admin_tab_shows_itself_to_admins_only(ctx) -> None:
+
+    hidden, *unchanged = admin.refresh(ctx.studio, ctx.trainer)
+    assert hidden["visible"] is False and all(u == gr.update() for u in unchanged)
+    shown, users, tokens, names, _ = admin.refresh(ctx.studio, ctx.admin)
+    assert shown["visible"] is True
+    assert {"tom", "rae", "ada"} <= set(users["username"]) and set(names["choices"]) >= {"tom"}
+    assert set(tokens["user"]) >= {"tom", "rae", "ada"}  # never the token itself
+    assert "token" not in tokens.columns
+    with pytest.raises(StudioError, match="role"):
+        admin.refresh(ctx.studio, ctx.rater)

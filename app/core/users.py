@@ -182,6 +182,30 @@ def set_role(session: Session, user: User, role: Role | str) -> None:
     end_sessions(session, user.id)
 
 
+def change_user(
+    session: Session,
+    username: str,
+    by: int | None,
+    role: Role | str | None = None,
+    active: bool | None = None,
+    password: str | None = None,
+) -> User:
+    """Change a user's password, role or status, as the admin ``by`` asked (the API's
+    ``PATCH /users`` and the studio's Admin tab). Admins may not demote or disable
+    themselves: the studio could be left with no admin."""
+    user = get_user(session, username)
+    demoted = role is not None and _role(role) != Role.ADMIN
+    if by == user.id and (demoted or active is False):
+        raise Conflict("you cannot demote or disable yourself; another admin can")
+    if password is not None:
+        set_password(session, user, password)
+    if role is not None and _role(role) != user.role:
+        set_role(session, user, role)
+    if active is not None and active != user.active:
+        set_active(session, user, active)
+    return user
+
+
 def _digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 

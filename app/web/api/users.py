@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from app.core.models import User
-from app.core.users import create_token, create_user, get_user, set_active, set_password, set_role
+from app.core.users import change_user, create_token, create_user
 from app.web.api.deps import Admin, Rater, State
 
 router = APIRouter(tags=["users"])
@@ -65,16 +65,10 @@ def list_users(_: Admin, state: State) -> list[dict[str, Any]]:
 
 
 @router.patch("/users/{username}", summary="change a user's role, status or password (admins)")
-def change_user(username: str, body: UserChange, _: Admin, state: State) -> dict[str, Any]:
+def patch_user(username: str, body: UserChange, who: Admin, state: State) -> dict[str, Any]:
     def store(session) -> dict[str, Any]:
-        user = get_user(session, username)
-        if body.password is not None:
-            set_password(session, user, body.password)
-        if body.role is not None and body.role != user.role.value:
-            set_role(session, user, body.role)
-        if body.active is not None and body.active != user.active:
-            set_active(session, user, body.active)
-        return _row(user)
+        changes = body.model_dump(include={"role", "active", "password"})
+        return _row(change_user(session, username, who.id, **changes))
 
     found = state.db.write(store)
     state.authenticator.forget()  # ended sessions stop working in this process at once

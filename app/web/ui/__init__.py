@@ -9,7 +9,7 @@ import gradio as gr
 
 from app.core.models import Role
 from app.web.context import Studio
-from app.web.ui import arena, checkpoints, lab, train
+from app.web.ui import admin, arena, checkpoints, lab, train
 from app.web.ui.common import bind, caller, text
 
 
@@ -24,7 +24,7 @@ def banner(studio: Studio, role: Role, title: str, request: gr.Request) -> str:
 
 
 def build_studio(studio: Studio) -> gr.Blocks:
-    """Reward Lab, Train, Arena and Checkpoints in tabs.
+    """Reward Lab, Train, Arena and Checkpoints in tabs, and Admin for admins.
 
     Each tab's lists (models, checkpoints, campaigns) are read when the page loads and again
     whenever the tab is opened, so a checkpoint trained or a campaign rendered meanwhile shows
@@ -42,8 +42,11 @@ def build_studio(studio: Studio) -> gr.Blocks:
                 arena_lists = arena.build(studio)
             with gr.Tab("Checkpoints", id="checkpoints") as checkpoints_tab:
                 checkpoint_lists = checkpoints.build(studio)
+            with gr.Tab("Admin", id="admin", visible=False) as admin_tab:
+                admin_lists = admin.build(studio, admin_tab)
         demo.load(bind(banner, studio, Role.TRAINER, "SRPO Studio"), None, [header])
-        for refresh, outputs in (lab_lists, train_lists, arena_lists, checkpoint_lists):
+        lists = (lab_lists, train_lists, arena_lists, checkpoint_lists, admin_lists)
+        for refresh, outputs in lists:
             demo.load(refresh, None, outputs)
         for tab, (refresh, outputs) in (
             (lab_tab, lab_lists),
