@@ -23,6 +23,7 @@ from typing import BinaryIO
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from srpo.models.base import Generator
@@ -323,28 +324,68 @@ def _heat(values: np.ndarray) -> np.ndarray:
     return np.clip(np.stack([3 * values, 3 * values - 1, 3 * values - 2], axis=-1), 0, 1)
 
 
+def smooth_map(magnitude: torch.Tensor, sigma: float) -> torch.Tensor:
+    """A ``[H, W]`` map blurred by a Gaussian of ``sigma`` pixels (reflected at the edges):
+    per-pixel gradients are speckled, and what a user reads is the region."""
+    if sigma <= 0:
+        return magnitude
+    radius = max(1, math.ceil(3 * sigma))
+    radius = min(radius, magnitude.shape[0] - 1, magnitude.shape[1] - 1)
+    offsets = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    kernel = torch.exp(-(offsets**2) / (2 * sigma**2))
+    kernel = kernel / kernel.sum()
+    padded = F.pad(magnitude[None, None].float(), (radius,) * 4, mode="reflect")
+    rows = F.conv2d(padded, kernel.view(1, 1, 1, -1))
+    return F.conv2d(rows, kernel.view(1, 1, -1, 1))[0, 0]
+
+
 def saliency_overlay(
-    image: torch.Tensor, saliency: torch.Tensor, alpha: float = 0.7, upscale: int = 1
+    image: torch.Tensor,
+    saliency: torch.Tensor,
+    alpha: float = 0.7,
+    upscale: int = 1,
+    sigma: float | None = None,
 ) -> np.ndarray:
     """A ``[H*upscale, W*upscale, 3]`` uint8 picture: the heat map blended over the image.
 
-    The map is scaled by its 99th percentile per image (so one hot pixel does not wash out
-    the rest); each pixel blends in the heat colour with weight ``alpha * magnitude``.
+    The map is smoothed (:func:`smooth_map`, ``sigma`` pixels; default one 64th of the
+    image's side, none for ``sigma=0``) and scaled by its 99th percentile per image (so one
+    hot pixel does not wash out the rest; :func:`colour_scale` is its legend); each pixel
+    blends in the heat colour with weight ``alpha * magnitude``. Upscaling interpolates
+    image and map bilinearly, so the overlay is smooth at display size, not blocky.
     """
     if image.ndim != 3 or image.shape[0] != 3 or saliency.shape != image.shape[1:]:
         raise ValueError(
             f"need an image [3, H, W] and a map [H, W]; got {list(image.shape)}, "
             f"{list(saliency.shape)}"
         )
-    magnitude = saliency.detach().float().cpu().numpy()
-    top = float(np.quantile(magnitude, 0.99))
-    magnitude = np.clip(magnitude / top, 0, 1) if top > 0 else np.zeros_like(magnitude)
-    base = image.detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy()
-    weight = alpha * magnitude[..., None]
-    blended = (1 - weight) * base + weight * _heat(magnitude)
-    picture = np.round(blended * 255).astype(np.uint8)
+    sigma = max(image.shape[1:]) / 64 if sigma is None else sigma
+    magnitude = smooth_map(saliency.detach().float().cpu(), sigma)
+    top = float(torch.quantile(magnitude.flatten(), 0.99))
+    magnitude = (magnitude / top).clamp(0, 1) if top > 0 else torch.zeros_like(magnitude)
+    base = image.detach().float().clamp(0, 1).cpu()
     if upscale > 1:
-        picture = picture.repeat(upscale, axis=0).repeat(upscale, axis=1)
+        size = (image.shape[1] * upscale, image.shape[2] * upscale)
+        both = torch.cat([base, magnitude[None]])[None]
+        both = F.interpolate(both, size=size, mode="bilinear", align_corners=False)[0]
+        base, magnitude = both[:3].clamp(0, 1), both[3].clamp(0, 1)
+    heat = magnitude.numpy()
+    weight = alpha * heat[..., None]
+    blended = (1 - weight) * base.permute(1, 2, 0).numpy() + weight * _heat(heat)
+    return np.round(blended * 255).astype(np.uint8)
+
+
+def colour_scale(width: int = 256, height: int = 44) -> Image.Image:
+    """The overlays' legend: the heat colours from no gradient (left) to the image's 99th
+    percentile of smoothed ``|d SRP / d pixel|`` and above (right), labelled."""
+    from PIL import ImageDraw
+
+    bar = np.round(_heat(np.linspace(0, 1, width))[None].repeat(height // 2, 0) * 255)
+    picture = Image.new("RGB", (width, height), "white")
+    picture.paste(Image.fromarray(bar.astype(np.uint8)), (0, 0))
+    draw = ImageDraw.Draw(picture)
+    draw.text((2, height // 2 + 4), "none", fill="black")
+    draw.text((width - 2, height // 2 + 4), "99th percentile", fill="black", anchor="ra")
     return picture
 
 

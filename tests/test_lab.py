@@ -179,6 +179,25 @@ def test_overlay_blends_heat_only_where_the_gradient_is(pixels):
         lab.saliency_overlay(image, heat[:32])
 
 
+def test_overlay_is_smooth_and_interpolated_and_has_a_colour_scale(pixels):
+    image = pixels[0]
+    speck = torch.zeros(64, 64)
+    speck[32, 32] = 1.0
+    spread = lab.smooth_map(speck, 2.0)
+    assert float(spread.sum()) == pytest.approx(1.0, abs=1e-4)  # blurred, not lost
+    assert float(spread[32, 35]) > 0 and float(spread[32, 32]) < 0.1
+    assert float(lab.smooth_map(speck, 0)[32, 32]) == 1.0
+    # a hot half: upscaled, the edge ramps through values between, not one blocky step
+    half = torch.zeros(64, 64)
+    half[:, 32:] = 1.0
+    red = lab.saliency_overlay(image * 0, half, alpha=1.0, upscale=3, sigma=0)[:, :, 0]
+    edge = red[30, 90:102].astype(int)
+    assert {0, 255} < set(edge.tolist()) and (np.diff(edge) >= 0).all()  # steps between
+    legend = lab.colour_scale(256, 44)
+    assert legend.size == (256, 44)
+    assert legend.getpixel((0, 5)) == (0, 0, 0) and legend.getpixel((255, 5)) == (255, 255, 255)
+
+
 def test_overlays_of_a_preview_are_pil_images(reward, pixels):
     result = lab.preview(reward, pixels[:2], PROMPT, ["photo"], ["painting"])
     pictures = lab.overlays(result, pixels[:2], upscale=2)

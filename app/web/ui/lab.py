@@ -20,6 +20,7 @@ from app.web.context import Studio
 from app.web.ui.common import Refresh, bind, caller, friendly, text, words
 
 MAX_SEEDS = 16
+OVERLAY_SIDE = 192  # saliency overlays are upscaled (smoothly) to at least this many pixels
 
 # A preview's per-word columns (r(word. p), srp(pos / neg)) sit between r(p) and srp.
 SCORE_COLUMNS = ["image", "r(p)", "srp", "rank before", "rank after"]
@@ -106,7 +107,7 @@ def preview(
         f"{moved} of {len(batch)} places changed."
     )
     pictures = [_picture(image) for image in batch]
-    overlays = lab.overlays(result, batch, upscale=3)
+    overlays = lab.overlays(result, batch, upscale=max(1, -(-OVERLAY_SIDE // batch.shape[-1])))
     captions = [f"#{n} · SRP {float(result.srp[n]):.3f}" for n in range(len(batch))]
     message = (
         f"Scored {len(batch)} image(s) for “{text(result.prompt)}” with "
@@ -268,13 +269,25 @@ def build(studio: Studio) -> Refresh:
         x="image", y="score", color="condition", label="r(p), r(pos. p), r(neg. p) and SRP"
     )
     ranking = gr.Markdown()
-    images = gr.Gallery(label="Images", columns=8, height=260, object_fit="contain")
-    saliency = gr.Gallery(
-        label="Saliency of the SRP reward (|d SRP / d pixel|)",
-        columns=8,
-        height=260,
-        object_fit="contain",
-    )
+    from srpo import lab as srpo_lab
+
+    # four a row at their own height: eight in 260 px cut the captions off
+    images = gr.Gallery(label="Images", columns=4, height="auto", object_fit="contain")
+    with gr.Row(equal_height=False):
+        saliency = gr.Gallery(
+            label="Saliency of the SRP reward (|d SRP / d pixel|, smoothed)",
+            columns=4,
+            height="auto",
+            object_fit="contain",
+            scale=4,
+        )
+        gr.Image(
+            srpo_lab.colour_scale(),
+            label="Colour scale",
+            interactive=False,
+            buttons=[],
+            scale=1,
+        )
     with gr.Accordion("Sensitivity sweep", open=False):
         candidates = gr.Textbox(
             label="Candidate words", value="photo, painting, flat, bright, dark, warm, zebra"
