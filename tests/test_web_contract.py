@@ -38,6 +38,8 @@ STUDIO_ENDPOINTS = {
     "/train_submit",
     "/train_job",
     "/train_samples",
+    "/train_compare",
+    "/train_seed_strip",
     "/train_cancel",
     "/train_monitor",
     "/arena_create",

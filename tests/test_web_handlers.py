@@ -258,3 +258,58 @@ def test_the_admin_tab_shows_itself_to_admins_only(ctx) -> None:
     assert "token" not in tokens.columns
     with pytest.raises(StudioError, match="role"):
         admin.refresh(ctx.studio, ctx.rater)
+
+
+def test_compare_views_pair_steps_at_the_same_seeds_and_strip_one_seed(ctx) -> None:
+    from PIL import Image
+
+    from app.core import jobs, outputs
+    from app.web.ui import train_compare
+    from tests.web_support import tiny_config
+
+    job_id = ctx.db.write(lambda s: jobs.submit(s, ctx.settings, tiny_config()).id)
+    samples = ctx.settings.storage / "jobs" / str(job_id) / "output" / "samples"
+    for step in (0, 2, 4):
+        folder = samples / f"step-{step:06d}"
+        folder.mkdir(parents=True)
+        cells = [("a red circle", 0), ("a red circle", 1), ("a blue square", 0)]
+        if step == 4:
+            cells = cells[:2]  # step 4 lacks the blue square
+        for n, (prompt, seed) in enumerate(cells):
+            path = folder / f"{n:03d}-seed{seed}.png"
+            Image.new("RGB", (8, 8), (step * 40, n * 60, 0)).save(path)
+            ctx.db.write(
+                lambda s, p=path, t=prompt, e=seed, st=step: outputs.record_sample(
+                    s,
+                    ctx.settings.storage,
+                    p,
+                    model="base",
+                    prompt=t,
+                    seed=e,
+                    size=(8, 8),
+                    job_id=job_id,
+                    step=st,
+                )
+            )
+        Image.new("RGB", (24, 8)).save(folder.with_suffix(".png"))  # the step's grid
+    a, b, cell = train_compare.compare_choices(ctx.studio, job_id, ctx.trainer)
+    assert a["choices"] == b["choices"] == [0, 2, 4] and (a["value"], b["value"]) == (0, 4)
+    assert "a blue square · seed 0" in cell["choices"]
+    pairs, grids = train_compare.compare(ctx.studio, job_id, 0, 4, ctx.trainer)
+    captions = [caption for _, caption in pairs]
+    assert captions == [
+        "step 0 · a red circle · seed 0",
+        "step 4 · a red circle · seed 0",
+        "step 0 · a red circle · seed 1",
+        "step 4 · a red circle · seed 1",
+    ]  # only what both steps have, A left of B
+    assert all("/step-000000/" in p for p, _ in pairs[::2])
+    assert [g.rsplit("/", 1)[-1] for g in grids] == ["step-000000.png", "step-000004.png"]
+    strip = train_compare.strip(ctx.studio, job_id, "a blue square · seed 0", ctx.trainer)
+    assert [caption for _, caption in strip] == ["step 0", "step 2"]
+    with pytest.raises(gr.Error, match="choose a prompt and seed"):
+        train_compare.strip(ctx.studio, job_id, "a zebra · seed 9", ctx.trainer)
+    with pytest.raises(gr.Error, match="no samples at both"):
+        train_compare.compare(ctx.studio, job_id, 0, 6, ctx.trainer)
+    with pytest.raises(gr.Error, match="role"):
+        train_compare.compare(ctx.studio, job_id, 0, 4, ctx.rater)

@@ -96,6 +96,42 @@ def samples_at(
     return [(resolve(settings.storage, r.path), f"{r.prompt} · seed {r.seed}") for r in rows]
 
 
+def sample_cells(
+    session: Session, settings: Settings, job_id: int
+) -> dict[tuple[str, int], dict[int, Path]]:
+    """The job's training samples by (prompt, seed), each with its file at every sample
+    step: what the compare views put side by side."""
+    rows = session.scalars(
+        select(SampleImage)
+        .where(SampleImage.job_id == job_id, SampleImage.checkpoint_id.is_(None))
+        .order_by(SampleImage.path)
+    )
+    cells: dict[tuple[str, int], dict[int, Path]] = {}
+    for row in rows:
+        if row.step is not None:
+            cell = cells.setdefault((row.prompt, row.seed), {})
+            cell[row.step] = resolve(settings.storage, row.path)
+    return cells
+
+
+def sample_grid(session: Session, settings: Settings, job_id: int, step: int) -> Path | None:
+    """The labelled grid PNG the trainer saved beside the samples of ``step``, if it exists
+    (a step's images lie in ``samples/step-N/``; its grid is ``samples/step-N.png``)."""
+    row = session.scalar(
+        select(SampleImage.path)
+        .where(
+            SampleImage.job_id == job_id,
+            SampleImage.step == step,
+            SampleImage.checkpoint_id.is_(None),
+        )
+        .limit(1)
+    )
+    if row is None:
+        return None
+    grid = resolve(settings.storage, row).parent.with_suffix(".png")
+    return grid if grid.is_file() else None
+
+
 def job_log(session: Session, settings: Settings, job_id: int) -> str:
     """The tail of each attempt's log of a job, newest attempt last."""
     jobs.get(session, job_id)

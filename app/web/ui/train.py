@@ -22,7 +22,7 @@ from app.core.errors import BrokerUnavailable, StudioError
 from app.core.models import RewardPreset, Role
 from app.web.auth import Principal
 from app.web.context import Studio
-from app.web.ui import train_monitor, train_setup
+from app.web.ui import train_compare, train_monitor, train_setup
 from app.web.ui.common import (
     Refresh,
     bind,
@@ -408,6 +408,7 @@ def build(studio: Studio) -> Refresh:
             hacking = train_monitor.build()
             step = gr.Slider(0, 1, value=0, step=1, label="Sample step (0 = base model)")
             grid = gr.Gallery(label="Fixed-seed samples", columns=4, height="auto")
+            train_compare.build(studio, job)
             log_box = gr.Textbox(label="Job log", lines=10, max_lines=20, autoscroll=True)
     timer = gr.Timer(2.0)
     seen = gr.State(None)
