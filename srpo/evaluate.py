@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from srpo.config import TrainConfig
+from srpo.flow import StepCallback
 from srpo.models.base import Generator
 from srpo.rewards.base import TextImageReward
 from srpo.rewards.srp import SRPScorer, augment
@@ -77,13 +78,16 @@ def measure(
     negative: str | None = None,
     judged: bool = False,
     held_out: tuple[str, str] = HELD_OUT_WORDS,
+    on_step: StepCallback | None = None,
 ) -> dict[str, Any]:
     """Mean rewards of the model's images of ``data``; judged rates when ``judged``.
 
     ``srp_reward`` is the SGP difference ``r(pos. p) - r(neg. p)`` with the run's words,
     ``sgp_heldout`` the same with ``held_out`` words (SGP-HPS with an HPS reward).
     """
-    images = sample_images(generator, data.prompts, data.seeds, data.steps, data.shift)
+    images = sample_images(
+        generator, data.prompts, data.seeds, data.steps, data.shift, on_step=on_step
+    )
     pixels = images.to(reward.device)
     result: dict[str, Any] = {
         "images": len(images),
@@ -126,9 +130,13 @@ def judged_rates(
 
 
 def evaluate_checkpoint(
-    path: str | Path, prompts: int = 96, seed: int = EVAL_SEED
+    path: str | Path,
+    prompts: int = 96,
+    seed: int = EVAL_SEED,
+    on_step: StepCallback | None = None,
 ) -> dict[str, Any]:
-    """Base model vs the checkpoint at ``path`` on the same held-out prompts and seeds."""
+    """Base model vs the checkpoint at ``path`` on the same held-out prompts and seeds;
+    ``on_step(done, total)`` counts the denoising steps of both models' images."""
     from srpo.models import apply_checkpoint, load_run_checkpoint
     from srpo.train import build_models
 
@@ -138,9 +146,12 @@ def evaluate_checkpoint(
     negative = config.negative_words[0] if config.negative_words else None
     judged = config.model == "tiny"
     generator, reward = build_models(config)
-    base = measure(generator, reward, data, positive, negative, judged)
+    halves = [None, None]
+    if on_step is not None:  # the base model's steps, then the checkpoint's
+        halves = [lambda done, total, h=h: on_step(h * total + done, 2 * total) for h in (0, 1)]
+    base = measure(generator, reward, data, positive, negative, judged, on_step=halves[0])
     apply_checkpoint(generator, checkpoint, config)
-    tuned = measure(generator, reward, data, positive, negative, judged)
+    tuned = measure(generator, reward, data, positive, negative, judged, on_step=halves[1])
     return {
         "checkpoint": str(checkpoint.path),
         "step": checkpoint.step,

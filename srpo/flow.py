@@ -9,8 +9,12 @@ remaining dimensions of the state.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 
 import torch
+
+# Told (steps done, steps in all) as a sampler advances.
+StepCallback = Callable[[int, int], None]
 
 Sigma = torch.Tensor | float
 
@@ -75,13 +79,18 @@ def recovery_error_ratio(sigma: float, d: float) -> float:
     return d / (sigma * (1 - sigma + d))
 
 
-def euler_sample(velocity_fn, x: torch.Tensor, sigmas: torch.Tensor) -> torch.Tensor:
+def euler_sample(
+    velocity_fn, x: torch.Tensor, sigmas: torch.Tensor, on_step: StepCallback | None = None
+) -> torch.Tensor:
     """Integrate ``dx/ds = v`` along ``sigmas`` (descending) with Euler steps.
 
-    ``velocity_fn(x, sigma)`` receives a ``[B]`` tensor of the current level.
+    ``velocity_fn(x, sigma)`` receives a ``[B]`` tensor of the current level;
+    ``on_step(done, total)`` is told after each step (a progress bar's feed).
     """
-    batch = x.shape[0]
-    for sigma_from, sigma_to in itertools.pairwise(sigmas):
+    batch, total = x.shape[0], len(sigmas) - 1
+    for done, (sigma_from, sigma_to) in enumerate(itertools.pairwise(sigmas), start=1):
         level = sigma_from.expand(batch).to(x.device)
         x = euler_step(x, velocity_fn(x, level), float(sigma_from), float(sigma_to))
+        if on_step is not None:
+            on_step(done, total)
     return x

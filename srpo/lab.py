@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from srpo.flow import StepCallback
 from srpo.models.base import Generator
 from srpo.rewards.base import (
     Reward,
@@ -400,15 +401,22 @@ def overlays(result: LabPreview, pixels: torch.Tensor, upscale: int = 1) -> list
 
 
 def sample_lab_images(
-    generator: Generator, prompt: str, seeds: Sequence[int], steps: int, shift: float
+    generator: Generator,
+    prompt: str,
+    seeds: Sequence[int],
+    steps: int,
+    shift: float,
+    on_step: StepCallback | None = None,
 ) -> torch.Tensor:
-    """Pixels ``[N, 3, H, W]`` of the prompt at fixed seeds (validated before any compute)."""
+    """Pixels ``[N, 3, H, W]`` of the prompt at fixed seeds (validated before any compute);
+    ``on_step(done, total)`` hears of each denoising step."""
     prompt = validate_prompt(prompt)
     if not seeds:
         raise ValueError("no seeds: give at least one")
     if len(seeds) > MAX_IMAGES:
         raise ValueError(f"{len(seeds)} seeds; the lab scores at most {MAX_IMAGES} images")
-    return sample_images(generator, [prompt] * len(seeds), seeds, steps, shift)
+    prompts = [prompt] * len(seeds)
+    return sample_images(generator, prompts, seeds, steps, shift, on_step=on_step)
 
 
 def reward_input_size(reward: Reward) -> int:

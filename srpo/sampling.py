@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import torch
 from PIL import Image, ImageDraw
 
+from srpo.flow import StepCallback
 from srpo.models.base import Generator
 
 
@@ -43,15 +44,23 @@ def sample_images(
     steps: int,
     shift: float,
     batch: int = 32,
+    on_step: StepCallback | None = None,
 ) -> torch.Tensor:
-    """Pixels ``[N, 3, H, W]`` of ``prompts[i]`` sampled from ``seeds[i]``."""
+    """Pixels ``[N, 3, H, W]`` of ``prompts[i]`` sampled from ``seeds[i]``;
+    ``on_step(done, total)`` counts denoising steps over every batch."""
     if len(prompts) != len(seeds):
         raise ValueError(f"one seed per prompt: {len(prompts)} prompts, {len(seeds)} seeds")
     noise = seeded_noise(generator, seeds)
+    starts = range(0, len(prompts), batch)
     images = []
-    for start in range(0, len(prompts), batch):
+    for index, start in enumerate(starts):
+        told = {}  # only when asked: generators written before on_step still sample
+        if on_step is not None:
+            told["on_step"] = lambda done, total, i=index: on_step(
+                i * total + done, len(starts) * total
+            )
         cond = generator.encode_prompts(list(prompts[start : start + batch]))
-        latents = generator.sample(cond, noise[start : start + batch], steps, shift)
+        latents = generator.sample(cond, noise[start : start + batch], steps, shift, **told)
         images.append(generator.decode(latents).cpu())
     return torch.cat(images)
 

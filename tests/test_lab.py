@@ -387,3 +387,26 @@ def test_preview_scores_any_reward_with_the_score_difference_form(reward, pixels
     sweep = lab.sensitivity_sweep(ScoreOnly(reward), pixels, "a red circle", ["photo", "cat"])
     same = lab.sensitivity_sweep(reward, pixels, "a red circle", ["photo", "cat"])
     assert [w.effect for w in sweep.words] == pytest.approx([w.effect for w in same.words])
+
+
+def test_sampling_reports_each_denoising_step_for_a_progress_bar(generator):
+    from srpo.sampling import sample_images
+
+    heard = []
+    images = lab.sample_lab_images(
+        generator, PROMPT, [0, 1], 3, 3.0, lambda d, t: heard.append((d, t))
+    )
+    assert images.shape[0] == 2 and heard == [(1, 3), (2, 3), (3, 3)]
+    heard.clear()  # three images in batches of two: both batches count into one total
+    sample_images(
+        generator,
+        [PROMPT] * 3,
+        [0, 1, 2],
+        2,
+        3.0,
+        batch=2,
+        on_step=lambda d, t: heard.append((d, t)),
+    )
+    assert heard == [(1, 4), (2, 4), (3, 4), (4, 4)]
+    same = lab.sample_lab_images(generator, PROMPT, [0, 1], 3, 3.0)
+    assert torch.equal(same, images)  # listening changes nothing

@@ -10,6 +10,8 @@ from typing import Protocol, runtime_checkable
 import torch
 from torch import nn
 
+from srpo.flow import StepCallback
+
 
 @dataclass
 class Conditioning:
@@ -105,8 +107,16 @@ class Generator(Protocol):
         """Standard normal noise in the packed latent shape at the model's resolution."""
         ...
 
-    def sample(self, cond: Conditioning, noise: torch.Tensor, num_steps: int, shift: float):
-        """A clean latent by Euler integration from ``noise`` (no gradients)."""
+    def sample(
+        self,
+        cond: Conditioning,
+        noise: torch.Tensor,
+        num_steps: int,
+        shift: float,
+        on_step: StepCallback | None = None,
+    ):
+        """A clean latent by Euler integration from ``noise`` (no gradients);
+        ``on_step(done, total)`` hears of each step."""
         ...
 
 

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from srpo.flow import euler_sample, sigma_schedule
+from srpo.flow import StepCallback, euler_sample, sigma_schedule
 from srpo.models.base import Conditioning, PromptEncoder
 from srpo.models.conventions import CONVENTIONS, Convention, combine_guidance
 from srpo.models.latents import pack_latents, unpack_latents
@@ -233,11 +233,13 @@ class FlowGenerator(nn.Module, metaclass=abc.ABCMeta):
         num_steps: int = 28,
         shift: float = 3.0,
         guidance: float | None = None,
+        on_step: StepCallback | None = None,
     ) -> torch.Tensor:
-        """Euler integration in float32; ``guidance`` overrides an embedded guidance."""
+        """Euler integration in float32; ``guidance`` overrides an embedded guidance and
+        ``on_step(done, total)`` hears of each step."""
         sigmas = sigma_schedule(num_steps, shift)
         velocity = lambda x, s: self.velocity(x, s, cond, guidance)  # noqa: E731
-        return euler_sample(velocity, noise.float(), sigmas)
+        return euler_sample(velocity, noise.float(), sigmas, on_step)
 
 
 def frozen_dtype(precision: str) -> tuple[Precision, torch.dtype]:

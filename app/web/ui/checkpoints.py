@@ -94,9 +94,14 @@ def show(studio: Studio, checkpoint_id, request: gr.Request):
 
 
 @friendly
-def evaluate(studio: Studio, checkpoint_id, request: gr.Request):
+def evaluate(
+    studio: Studio,
+    checkpoint_id,
+    request: gr.Request,
+    progress=gr.Progress(),  # noqa: B008 (Gradio's marker for a progress parameter)
+):
     """Evaluate a checkpoint against its base on held-out prompts, store the result and show
-    the model card with it."""
+    the model card with it. The progress bar follows both models' denoising steps."""
     from srpo.evaluate import evaluate_checkpoint
 
     caller(studio, request, Role.TRAINER)
@@ -105,8 +110,14 @@ def evaluate(studio: Studio, checkpoint_id, request: gr.Request):
     with studio.db.session() as session:
         found = reads.checkpoint(session, ident(checkpoint_id, "checkpoint"))
         folder = resolve(studio.settings.storage, found.path)
+    progress(0, desc="Loading the base model and the checkpoint")
+
+    def sampled(done: int, total: int) -> None:
+        half = "base model" if done <= total // 2 else "checkpoint"
+        progress((done, total), desc=f"Sampling ({half})", unit="steps")
+
     with studio.models.lock:
-        result = evaluate_checkpoint(folder, prompts=EVAL_PROMPTS)
+        result = evaluate_checkpoint(folder, prompts=EVAL_PROMPTS, on_step=sampled)
     save_evaluation(studio.settings, ident(checkpoint_id, "checkpoint"), result)
     # the model card shows the new evaluation at once
     card = show(studio, checkpoint_id, request)[2]

@@ -5,6 +5,7 @@ Handlers: :func:`preview`, :func:`sweep`, :func:`save_preset`, :func:`load_prese
 :class:`app.core.model_refs.ModelCache`.
 """
 
+from collections.abc import Callable
 from typing import Any
 
 import gradio as gr
@@ -41,9 +42,16 @@ def model_choices(studio: Studio) -> list[str]:
 
 
 def pixels_for(
-    studio: Studio, source: str, model: str, prompt: str, seeds: str, uploads: list[str] | None
+    studio: Studio,
+    source: str,
+    model: str,
+    prompt: str,
+    seeds: str,
+    uploads: list[str] | None,
+    on_step: Callable[[int, int], None] | None = None,
 ) -> torch.Tensor:
-    """The images to score: sampled from a model at fixed seeds, or uploaded."""
+    """The images to score: sampled from a model at fixed seeds (``on_step(done, total)``
+    hears of each denoising step), or uploaded."""
     from srpo import lab
     from srpo.sampling import parse_seeds
 
@@ -61,7 +69,7 @@ def pixels_for(
     steps, shift = studio.models.sampling()
     with studio.models.lock:
         generator = studio.models.generator(ref)
-        return lab.sample_lab_images(generator, prompt, chosen, steps, shift)
+        return lab.sample_lab_images(generator, prompt, chosen, steps, shift, on_step)
 
 
 def _parse_model(model: str) -> str:
@@ -82,13 +90,21 @@ def preview(
     seeds,
     uploads,
     request: gr.Request,
+    progress=gr.Progress(),  # noqa: B008 (Gradio's marker for a progress parameter)
 ):
-    """Score the images with r(p), r(pos. p), r(neg. p) and SRP; rankings and saliency."""
+    """Score the images with r(p), r(pos. p), r(neg. p) and SRP; rankings and saliency.
+    The progress bar follows the denoising steps, then scoring."""
     from srpo import lab
 
     caller(studio, request, Role.TRAINER)
-    batch = pixels_for(studio, source, _parse_model(model), prompt, seeds, uploads)
+    progress(0, desc="Loading the model")
+
+    def sampled(done: int, total: int) -> None:
+        progress((done, total), desc="Sampling images", unit="steps")
+
+    batch = pixels_for(studio, source, _parse_model(model), prompt, seeds, uploads, sampled)
     prompt_text = prompt if source == "current model" else (prompt or "")
+    progress(1, desc="Scoring with the reward and its saliency")
     with studio.models.lock:
         result = lab.preview(
             studio.models.reward(), batch, prompt_text, words(positive), words(negative), k
