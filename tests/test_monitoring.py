@@ -212,6 +212,24 @@ def test_the_checkpoint_list_shows_the_drift_per_checkpoint(studio):
     assert row["hack drift"] == pytest.approx(0.008) and row["gold Δ"] == pytest.approx(0.1)
 
 
+def test_the_model_card_reports_the_drift_at_its_checkpoint_and_the_warning(studio):
+    job_id, early, _ = stored_checkpoint(studio.db, studio.settings, step=4)
+    record(studio.db, job_id, HACKING)
+    card = studio.api.get(f"/api/v1/checkpoints/{early}/model-card", headers=studio.headers)
+    section = card.text.split("## Hacking monitor")[1].split("## Arena")[0]
+    assert "Gold signal `judge`, measured at step 4" in section
+    assert "| hack_cast | 0.0080 | 0.0080 | 0.0290 |" in section
+    assert "| gold | 0.6000 | 0.1000 | |" in section and "| training reward | 0.2000 |" in section
+    assert f"step 4 (checkpoint {early})" in section and "comes after" not in section
+    late_job, late, _ = stored_checkpoint(studio.db, studio.settings, step=8)
+    record(studio.db, late_job, HACKING)
+    card = studio.api.get(f"/api/v1/checkpoints/{late}/model-card", headers=studio.headers)
+    assert "This checkpoint comes after step 4, where the hacking began." in card.text
+    _, quiet, _ = stored_checkpoint(studio.db, studio.settings, step=4)
+    card = studio.api.get(f"/api/v1/checkpoints/{quiet}/model-card", headers=studio.headers)
+    assert "No sample step was measured by this checkpoint's step." in card.text
+
+
 def test_a_job_without_sample_steps_has_an_empty_monitor(studio):
     job_id = studio.db.write(lambda s: jobs.submit(s, studio.settings, tiny(sample_every=0)).id)
     with studio.db.session() as session:

@@ -119,3 +119,22 @@ def checkpoint_monitor(session: Session, job_id: int, step: int) -> dict[str, An
     row = _row(measured[-1], series[0])
     row["measured_at"] = row.pop("step")
     return row
+
+
+def checkpoint_report(session: Session, found: Checkpoint) -> dict[str, Any]:
+    """What a checkpoint's model card says of reward hacking: the gold signal's name, the
+    monitor at the checkpoint (:func:`checkpoint_monitor`), each drift's threshold, and the
+    job's warning with whether this checkpoint comes after the step it fired at."""
+    from srpo.config import make_config
+    from srpo.monitor import DRIFT_THRESHOLD
+
+    job = session.get(Job, found.job_id)
+    series = points(session, found.job_id)
+    fired = warning(session, found.job_id, series)
+    return {
+        "gold_signal": monitor_name(make_config(job.config)),
+        "at_checkpoint": checkpoint_monitor(session, found.job_id, found.step),
+        "thresholds": dict(DRIFT_THRESHOLD),
+        "warning": fired,
+        "after_warning": fired is not None and found.step > fired["last_good_step"],
+    }

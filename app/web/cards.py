@@ -86,8 +86,11 @@ def model_card(
     config: dict[str, Any],
     evaluation: dict[str, Any] | None,
     arena: list[dict[str, Any]],
+    hacking: dict[str, Any] | None,
 ) -> str:
-    """A Markdown model card: config, reward, control words, seeds, code version, results."""
+    """A Markdown model card: config, reward, control words, seeds, code version, results, and
+    the hacking monitor at the checkpoint (``hacking``: :func:`app.core.monitoring.
+    checkpoint_report`)."""
     from srpo import __version__
 
     lines = [
@@ -114,6 +117,7 @@ def model_card(
         for key, value in evaluation["finetuned"].items():
             base = evaluation["base"].get(key)
             lines.append(f"| {key} | {_number(base)} | {_number(value)} |")
+    lines += ["", "## Hacking monitor", "", *_hacking_lines(hacking)]
     lines += ["", "## Arena", ""]
     if not arena:
         lines.append("Not in any campaign with votes yet.")
@@ -126,6 +130,38 @@ def model_card(
     lines += ["", "## Training config", "", "```yaml", yaml.safe_dump(config, sort_keys=False)]
     lines += ["```", ""]
     return "\n".join(lines)
+
+
+def _hacking_lines(report: dict[str, Any] | None) -> list[str]:
+    """The card's account of the gold signal and drifts at the checkpoint, and the warning."""
+    at = (report or {}).get("at_checkpoint")
+    if at is None:
+        return ["No sample step was measured by this checkpoint's step."]
+    lines = [
+        f"Gold signal `{report['gold_signal']}`, measured at step {at['measured_at']} (the "
+        "newest sample step by this checkpoint's), as changes from the first sample step:",
+        "",
+        "| signal | value | change | material above |",
+        "|---|---|---|---|",
+        f"| training reward | {_number(at['train_reward'])} | | |",
+        f"| gold | {_number(at['gold'])} | {_number(at['gold_change'])} | |",
+    ]
+    for name, change in at["drift"].items():
+        value = at["metrics"].get(name)
+        limit = report["thresholds"].get(name)
+        lines.append(f"| {name} | {_number(value)} | {_number(change)} | {_number(limit)} |")
+    fired = report["warning"]
+    lines.append("")
+    if fired is None:
+        lines.append("No hacking warning for this job.")
+    else:
+        lines.append(f"**Warning:** {fired['message']}")
+        if report["after_warning"]:
+            lines.append(
+                f"This checkpoint comes after step {fired['last_good_step']}, where the "
+                "hacking began."
+            )
+    return lines
 
 
 def _number(value: Any) -> str:

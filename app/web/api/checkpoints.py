@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from fastapi.responses import FileResponse, PlainTextResponse
 
-from app.core import access, arena_results, downloads, reads
+from app.core import access, arena_results, downloads, monitoring, reads
 from app.core.evaluations import load_evaluation
 from app.core.models import Job
 from app.web import cards
@@ -72,5 +72,6 @@ def model_card(checkpoint_id: Id, _: Trainer, state: State) -> str:
         found = reads.checkpoint(session, checkpoint_id)
         config = session.get(Job, found.job_id).config
         arena = arena_results.checkpoint_arena(session, checkpoint_id)
+        hacking = monitoring.checkpoint_report(session, found)
     evaluation = load_evaluation(state.settings, checkpoint_id)
-    return cards.model_card(found, config, evaluation, arena)
+    return cards.model_card(found, config, evaluation, arena, hacking)

@@ -10,7 +10,7 @@ import html
 import gradio as gr
 import pandas as pd
 
-from app.core import arena_results, downloads, reads
+from app.core import arena_results, downloads, monitoring, reads
 from app.core.errors import StudioError
 from app.core.evaluations import load_evaluation, save_evaluation
 from app.core.models import Job, Role
@@ -75,6 +75,7 @@ def show(studio: Studio, checkpoint_id, request: gr.Request):
         found = reads.checkpoint(session, ident(checkpoint_id, "checkpoint"))
         config = session.get(Job, found.job_id).config
         arena = arena_results.checkpoint_arena(session, found.id)
+        hacking = monitoring.checkpoint_report(session, found)
     evaluation = load_evaluation(studio.settings, found.id)
     size = downloads.download_size(studio.settings, found) / 2**20
     what = "Download model folder as zip (" if downloads.bundled(found) else "Download weights ("
@@ -88,7 +89,7 @@ def show(studio: Studio, checkpoint_id, request: gr.Request):
     return (
         found.sha256,
         link,
-        cards.model_card(found, config, evaluation, arena),
+        cards.model_card(found, config, evaluation, arena, hacking),
         cards.diffusers_snippet(found, config),
     )
 
