@@ -57,6 +57,7 @@ STUDIO_ENDPOINTS = {
     "/arena_jsonl",
     "/arena_csv",
     "/checkpoint_show",
+    "/checkpoint_compare",
     "/admin_add_user",
     "/admin_change_user",
     "/admin_revoke_token",

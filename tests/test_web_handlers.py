@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import func, select
 
 from app.core.errors import StudioError
-from app.core.models import Campaign, Job, JobState, RewardPreset, Role, Vote
+from app.core.models import Campaign, Checkpoint, Job, JobState, RewardPreset, Role, Vote
 from app.core.startup import prepare
 from app.web.auth import Authenticator
 from app.web.context import Studio
@@ -313,3 +313,73 @@ def test_compare_views_pair_steps_at_the_same_seeds_and_strip_one_seed(ctx) -> N
         train_compare.compare(ctx.studio, job_id, 0, 6, ctx.trainer)
     with pytest.raises(gr.Error, match="role"):
         train_compare.compare(ctx.studio, job_id, 0, 4, ctx.rater)
+
+
+def trained_checkpoint(ctx, name: str) -> int:
+    """A real full checkpoint of the tiny demo (its weights moved a little, as by training)
+    recorded for a new job called ``name``; returns the checkpoint id."""
+    import torch
+
+    from app.core import jobs, outputs
+    from app.core.storage import job_dir
+    from srpo.checkpoints import save_checkpoint
+    from srpo.config import make_config
+    from srpo.models import load_generator
+    from tests.web_support import tiny_config
+
+    options = tiny_config()
+    job_id = ctx.db.write(lambda s: jobs.submit(s, ctx.settings, options, name=name).id)
+    transformer = load_generator("tiny").transformer
+    noise = torch.Generator().manual_seed(sum(map(ord, name)))
+    with torch.no_grad():
+        for param in transformer.parameters():
+            param.add_(torch.randn(param.shape, generator=noise) * 0.05 * param.std().nan_to_num())
+    optimizer = torch.optim.AdamW(transformer.parameters())
+    manifest = {"config": make_config(options).model_dump(mode="json")}
+    output = job_dir(ctx.settings.storage, job_id) / "output" / "checkpoints"
+    saved = save_checkpoint(output, 2, transformer, False, optimizer, manifest)
+    files = saved.manifest["files"]
+    ctx.db.write(
+        lambda s: outputs.record_checkpoint(
+            s, ctx.settings.storage, job_id, saved.path, 2, saved.format, files
+        )
+    )
+    with ctx.db.session() as session:
+        return session.scalar(select(Checkpoint.id).where(Checkpoint.job_id == job_id))
+
+
+def test_two_checkpoints_of_different_jobs_render_side_by_side_at_the_same_seeds(ctx) -> None:
+    from app.web.ui import checkpoint_compare
+
+    first = trained_checkpoint(ctx, "warm run")
+    second = trained_checkpoint(ctx, "cool run")
+    a, b = f"checkpoint:{first}", f"checkpoint:{second}"
+    progress = lambda *args, **kwargs: None  # noqa: E731 (Gradio's progress, unused here)
+    pairs, message = checkpoint_compare.compare_models(
+        ctx.studio, a, b, "a red circle", "3,5", ctx.trainer, progress
+    )
+    assert [caption for _, caption in pairs] == [
+        "A · warm run · step 2 · seed 3",
+        "B · cool run · step 2 · seed 3",
+        "A · warm run · step 2 · seed 5",
+        "B · cool run · step 2 · seed 5",
+    ]
+    assert message.startswith("warm run · step 2 (left) against cool run · step 2 (right)")
+    import numpy as np
+
+    pixels = [np.asarray(image, dtype=float) for image, _ in pairs]
+    assert pixels[0].shape == pixels[1].shape and np.abs(pixels[0] - pixels[1]).mean() > 1
+    assert np.abs(pixels[0] - pixels[2]).mean() > 1  # another seed, another image
+    again, _ = checkpoint_compare.compare_models(
+        ctx.studio, a, "base", "a red circle", "3", ctx.trainer, progress
+    )
+    assert np.array_equal(np.asarray(again[0][0]), pixels[0])  # same model, prompt, seed
+    assert again[1][1] == "B · base · seed 3"
+    with pytest.raises(gr.Error, match="the same"):
+        checkpoint_compare.compare_models(ctx.studio, a, a, "x", "0", ctx.trainer, progress)
+    with pytest.raises(gr.Error, match="base or checkpoint:ID"):
+        checkpoint_compare.compare_models(ctx.studio, a, "/etc", "x", "0", ctx.trainer, progress)
+    with pytest.raises(gr.Error, match="role"):
+        checkpoint_compare.compare_models(ctx.studio, a, b, "x", "0", ctx.rater, progress)
+    refreshed = checkpoints.refresh(ctx.studio, ctx.trainer)
+    assert ("warm run · step 2", a) in refreshed[2]["choices"]

@@ -17,6 +17,7 @@ from app.core.models import Job, Role
 from app.core.storage import resolve
 from app.web import cards
 from app.web.context import Studio
+from app.web.ui import checkpoint_compare
 from app.web.ui.common import Refresh, bind, caller, friendly, ident
 
 EVAL_PROMPTS = 16
@@ -126,12 +127,12 @@ def evaluate(
 
 
 def refresh(studio: Studio, request: gr.Request):
-    """The tab's lists, re-read: the checkpoint table and choices."""
+    """The tab's lists, re-read: the checkpoint table and choices, the compare view's models."""
     caller(studio, request, Role.TRAINER)
     with studio.db.session() as session:
         rows = reads.checkpoint_rows(session)
     choices = [(f"{r['id']}: job {r['job_id']} step {r['step']}", r["id"]) for r in rows]
-    return checkpoint_table(studio), gr.update(choices=choices)
+    return checkpoint_table(studio), gr.update(choices=choices), *checkpoint_compare.choices(studio)
 
 
 def build(studio: Studio) -> Refresh:
@@ -146,6 +147,7 @@ def build(studio: Studio) -> Refresh:
         card = gr.Code(label="Model card (Markdown)", language="markdown", interactive=False)
         snippet = gr.Code(label="Load it in diffusers", language="python", interactive=False)
     status = gr.Markdown(elem_classes=["status"])
+    compared = checkpoint_compare.build(studio)
 
     chosen.change(
         bind(show, studio), [chosen], [sha, download, card, snippet], api_name="checkpoint_show"
@@ -153,4 +155,4 @@ def build(studio: Studio) -> Refresh:
     evaluate_button.click(
         bind(evaluate, studio), [chosen], [status, table, card], api_name="checkpoint_evaluate"
     )
-    return bind(refresh, studio), [table, chosen]
+    return bind(refresh, studio), [table, chosen, *compared]

@@ -72,7 +72,8 @@ def pixels_for(
         return lab.sample_lab_images(generator, prompt, chosen, steps, shift, on_step)
 
 
-def _parse_model(model: str) -> str:
+def parse_model(model: str) -> str:
+    """``model`` checked as a Lab model reference: ``base`` or ``checkpoint:ID``."""
     if model != "base" and not (model.startswith("checkpoint:") and model[11:].isdigit()):
         raise StudioError("model: base or checkpoint:ID")
     return model
@@ -102,7 +103,7 @@ def preview(
     def sampled(done: int, total: int) -> None:
         progress((done, total), desc="Sampling images", unit="steps")
 
-    batch = pixels_for(studio, source, _parse_model(model), prompt, seeds, uploads, sampled)
+    batch = pixels_for(studio, source, parse_model(model), prompt, seeds, uploads, sampled)
     prompt_text = prompt if source == "current model" else (prompt or "")
     progress(1, desc="Scoring with the reward and its saliency")
     with studio.models.lock:
@@ -122,7 +123,7 @@ def preview(
         f"**Ranking before** (r(p)): {before}  \n**Ranking after** (SRP): {after}  \n"
         f"{moved} of {len(batch)} places changed."
     )
-    pictures = [_picture(image) for image in batch]
+    pictures = [picture(image) for image in batch]
     overlays = lab.overlays(result, batch, upscale=max(1, -(-OVERLAY_SIDE // batch.shape[-1])))
     captions = [f"#{n} · SRP {float(result.srp[n]):.3f}" for n in range(len(batch))]
     message = (
@@ -345,7 +346,9 @@ def _conditions(result: Any, n: int) -> list[tuple[str, float]]:
     return [*pairs, ("SRP", result.srp[n])]
 
 
-def _picture(image: torch.Tensor):
+def picture(image: torch.Tensor):
+    """One image in [0, 1] as a PIL image, three times larger (pixel repeats keep the tiny
+    world's pixels sharp)."""
     from PIL import Image
 
     array = (image.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
