@@ -8,7 +8,9 @@ sees the campaign table follow its rendering, downloads the checkpoint with the 
 session cookie (its sha256 matches the page and the database) and runs the page's snippet on the
 downloaded file alone, votes (confirmed), sees the forest plot, verdict, rater quality and
 exports the raw votes as a named file; a rater votes in the raters' app, undoes the vote and
-votes again. Each tab is saved as a full-page screenshot under
+votes again; an admin adds and disables a user in the Admin tab, which the trainer does not
+see; Compare samples pairs step 0 with the newest step and Compare two models renders the base
+model beside the checkpoint. Each tab is saved as a full-page screenshot under
 ``test-artifacts/screenshots/``.
 """
 
@@ -41,6 +43,7 @@ from app.core.models import (
     JobState,
     Role,
     SampleImage,
+    User,
     Vote,
 )
 from app.core.storage import resolve
@@ -137,8 +140,12 @@ def open_tab(page: Page, name: str) -> Locator:
 
 def choose(scope: Page | Locator, combobox: str, option: str) -> None:
     """Pick ``option`` in the (first) dropdown labelled ``combobox``."""
-    scope.get_by_role("combobox", name=combobox, exact=True).first.click()
-    scope.get_by_role("option", name=option, exact=True).click()
+    box = scope.get_by_role("combobox", name=combobox, exact=True).first
+    box.click()
+    # its own list: another dropdown's list, left in the page, may hold the same option
+    page = scope if isinstance(scope, Page) else scope.page
+    listed = page.locator(f"#{box.get_attribute('aria-controls')}")
+    listed.get_by_role("option", name=option, exact=True).click()
 
 
 def table_rows(scope: Locator, label: str, count: int | None = None) -> list[list[str]]:
@@ -197,8 +204,31 @@ def queue_tiny_demo(page: Page, served: Served) -> int:
         job = session.get(Job, job_id)
         assert (job.state, job.step, job.error) == (JobState.SUCCEEDED, 2, None)
     fixed_seed_samples(tab, served, job_id, QUICK_FIELDS["steps"])
+    compare_steps(tab, served, job_id, QUICK_FIELDS["steps"])
     screenshot(page, "2-train")
     return job_id
+
+
+def compare_steps(tab: Locator, served: Served, job_id: int, step: int) -> None:
+    """Compare samples: step 0 and the newest step side by side, one pair per prompt and seed,
+    A (step 0) left of B (``step``)."""
+    tab.get_by_text("Compare samples", exact=True).click()
+    expect(tab.get_by_role("combobox", name="Step B (right)", exact=True)).to_have_value(str(step))
+    tab.get_by_role("button", name="Compare A and B").click()
+    with served.db.session() as session:
+        cells = session.execute(
+            select(SampleImage.prompt, SampleImage.seed)
+            .where(SampleImage.job_id == job_id, SampleImage.step == 0)
+            .order_by(SampleImage.path)
+        ).all()
+    pairs = tab.locator(".block", has=tab.page.get_by_text("A | B at the same seeds", exact=True))
+    images = pairs.locator("img")
+    expect(images).to_have_count(2 * len(cells))
+    for index, (prompt, seed) in enumerate(cells):
+        for side, shown in ((0, 0), (1, step)):
+            expect(images.nth(2 * index + side)).to_have_attribute(
+                "alt", f"step {shown} · {prompt} · seed {seed}"
+            )
 
 
 def fixed_seed_samples(tab: Locator, served: Served, job_id: int, step: int) -> None:
@@ -307,7 +337,27 @@ def download_checkpoint(
     assert digest == shown.input_value() == stored
     assert target.name == downloads.download_name(checkpoint)
     run_snippet(tab, target)
+    compare_models(tab, f"browser demo · step {checkpoint.step}")
     screenshot(page, "4-checkpoints")
+
+
+def compare_models(tab: Locator, label: str) -> None:
+    """Compare two models: the base model and the checkpoint (``label``) rendered at the same
+    seeds, A left of B."""
+    tab.get_by_text("Compare two models (any jobs)", exact=True).click()
+    choose(tab, "Model A (left)", "base")
+    choose(tab, "Model B (right)", label)
+    tab.get_by_label("Seeds", exact=True).fill("0-1")
+    tab.get_by_role("button", name="Render A and B").click()
+    expect(tab.get_by_text(f"base (left) against {label} (right)")).to_be_visible(
+        timeout=WORK_WAIT_MS
+    )
+    pairs = tab.locator(".block", has=tab.page.get_by_text("A | B at the same seeds", exact=True))
+    images = pairs.locator("img")
+    expect(images).to_have_count(4)
+    expected = ["A · base · seed 0", f"B · {label} · seed 0", "A · base · seed 1"]
+    for index, alt in enumerate(expected):
+        expect(images.nth(index)).to_have_attribute("alt", alt)
 
 
 def run_snippet(tab: Locator, download: Path) -> None:
@@ -374,6 +424,28 @@ def undo_and_vote_again(scope: Page, button: str) -> None:
     expect(scope.get_by_text("You have judged every pair of")).to_be_visible()
 
 
+def manage_users(page: Page, served: Served) -> None:
+    """An admin adds a rater in the Admin tab, and disables them: the table and the database
+    follow."""
+    sign_in(page, served.url, "admin", "/studio/")
+    tab = open_tab(page, "Admin")
+    tab.get_by_text("Add a user", exact=True).click()
+    tab.get_by_label("New user name").fill("nova")
+    tab.get_by_label("Password", exact=True).fill("a long enough password")
+    tab.get_by_role("button", name="Add user").click()
+    expect(tab.get_by_text("Added nova (rater).")).to_be_visible()
+    users = tab.get_by_role("grid", name="Users", exact=True)
+    expect(users.get_by_role("gridcell", name="nova", exact=True)).to_be_visible()
+    choose(tab, "User", "nova")
+    choose(tab, "Change", "disable")
+    tab.get_by_role("button", name="Apply").click()
+    expect(tab.get_by_text("nova: disable; their sessions ended.")).to_be_visible()
+    with served.db.session() as session:
+        found = session.scalars(select(User).where(User.username == "nova")).one()
+        assert (found.role, found.active) == (Role.RATER, False)
+    screenshot(page, "6-admin")
+
+
 def votes_of(db: Database, username: str) -> list[str]:
     """The choices a user has voted."""
     with db.session() as session:
@@ -425,6 +497,9 @@ def test_a_trainer_and_a_rater_use_every_tab(
     assert campaign_ready(served.db, campaign_id)
     download_checkpoint(browser, page, served, checkpoint, tmp_path)
     vote_and_see_results(page, served.db, campaign_id, label)
+
+    expect(page.get_by_role("tab", name="Admin")).to_have_count(0)  # trainers see no Admin
+    manage_users(new_page(browser), served)
 
     rater = new_page(browser)
     sign_in(rater, served.url, "rory", "/rate/")

@@ -292,7 +292,7 @@ def test_compare_views_pair_steps_at_the_same_seeds_and_strip_one_seed(ctx) -> N
                 )
             )
         Image.new("RGB", (24, 8)).save(folder.with_suffix(".png"))  # the step's grid
-    a, b, cell = train_compare.compare_choices(ctx.studio, job_id, ctx.trainer)
+    a, b, cell, _ = train_compare.compare_choices(ctx.studio, job_id, ctx.trainer)
     assert a["choices"] == b["choices"] == [0, 2, 4] and (a["value"], b["value"]) == (0, 4)
     assert "a blue square · seed 0" in cell["choices"]
     pairs, grids = train_compare.compare(ctx.studio, job_id, 0, 4, ctx.trainer)
@@ -313,6 +313,20 @@ def test_compare_views_pair_steps_at_the_same_seeds_and_strip_one_seed(ctx) -> N
         train_compare.compare(ctx.studio, job_id, 0, 6, ctx.trainer)
     with pytest.raises(gr.Error, match="role"):
         train_compare.compare(ctx.studio, job_id, 0, 4, ctx.rater)
+    # while the job runs the lists follow its new steps: B moves on while it is at the newest
+    # step seen before, and other choices stay (an empty one takes its default)
+    a, b, cell, newest = train_compare.follow_choices(
+        ctx.studio, job_id, 2, 2, "a red circle · seed 1", 2, ctx.trainer
+    )
+    assert (a["value"], b["value"], cell["value"], newest) == (2, 4, "a red circle · seed 1", 4)
+    a, b, _, _ = train_compare.follow_choices(ctx.studio, job_id, 0, 2, None, 4, ctx.trainer)
+    assert (a["value"], b["value"]) == (0, 2)  # B chosen away from the newest: kept
+    a, b, cell, _ = train_compare.follow_choices(
+        ctx.studio, job_id, None, "", None, None, ctx.trainer
+    )
+    assert (a["value"], b["value"]) == (0, 4) and cell["value"] == cell["choices"][0]
+    a, _, _, _ = train_compare.follow_choices(ctx.studio, job_id, 6, None, None, 4, ctx.trainer)
+    assert a["value"] == 0  # a step the job does not have is not kept
 
 
 def trained_checkpoint(ctx, name: str) -> int:

@@ -408,9 +408,9 @@ def build(studio: Studio) -> Refresh:
             hacking = train_monitor.build()
             step = gr.Slider(0, 1, value=0, step=1, label="Sample step (0 = base model)")
             grid = gr.Gallery(label="Fixed-seed samples", columns=4, height="auto")
-            train_compare.build(studio, job)
+            timer = gr.Timer(2.0)  # re-reads the jobs, the chosen job and its compare lists
+            train_compare.build(studio, job, timer)
             log_box = gr.Textbox(label="Job log", lines=10, max_lines=20, autoscroll=True)
-    timer = gr.Timer(2.0)
     seen = gr.State(None)
     form = [advanced, positive, negative, prompts, *quick]
     job_outputs = [progress, reward_plot, loss_plot, step, log_box, grid, seen]

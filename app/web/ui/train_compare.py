@@ -3,7 +3,7 @@ same prompts and seeds (step 0, the base model, against step N, or one checkpoin
 against another's), a strip of one prompt and seed across every sample step, and the
 stored grid PNGs to download.
 
-Handlers: :func:`compare_choices`, :func:`compare` and :func:`strip`; the samples come from
+Handlers: :func:`compare_choices`, :func:`follow_choices`, :func:`compare` and :func:`strip`; the samples come from
 :func:`app.core.reads.sample_cells`.
 """
 
@@ -22,24 +22,50 @@ def _cell_label(prompt: str, seed: int) -> str:
     return f"{prompt} · seed {seed}"
 
 
-@friendly
-def compare_choices(studio: Studio, job_id, request: gr.Request):
-    """The chosen job's sample steps (A: the first, B: the newest) and its samples."""
-    caller(studio, request, Role.TRAINER)
+def _choices(
+    studio: Studio, job_id, step_a=None, step_b=None, cell=None, newest_seen=None
+) -> tuple:
+    """The job's sample steps and samples as dropdown updates, and the newest step. Each
+    value that is still a choice is kept (A defaults to the first step, the sample to the
+    first); B follows the newest step while it is at the newest one seen (``newest_seen``)."""
     if job_id is None:
-        return gr.update(choices=[]), gr.update(choices=[]), gr.update(choices=[])
+        return gr.update(choices=[]), gr.update(choices=[]), gr.update(choices=[]), None
     number = ident(job_id, "job")
     with studio.db.session() as session:
         jobs.get(session, number)
         steps = reads.sample_steps(session, number)
         cells = reads.sample_cells(session, studio.settings, number)
     labels = [_cell_label(prompt, seed) for prompt, seed in cells]
+
+    def kept(value, options: list, default):
+        found = next((o for o in options if str(o) == str(value)), None)
+        return default if value is None or found is None else found
+
     first, newest = (steps[0], steps[-1]) if steps else (None, None)
+    following = step_b in (None, "") or str(step_b) == str(newest_seen)
     return (
-        gr.update(choices=steps, value=first),
-        gr.update(choices=steps, value=newest),
-        gr.update(choices=labels, value=labels[0] if labels else None),
+        gr.update(choices=steps, value=kept(step_a, steps, first)),
+        gr.update(choices=steps, value=newest if following else kept(step_b, steps, newest)),
+        gr.update(choices=labels, value=kept(cell, labels, labels[0] if labels else None)),
+        newest,
     )
+
+
+@friendly
+def compare_choices(studio: Studio, job_id, request: gr.Request):
+    """The chosen job's sample steps (A: the first, B: the newest), its samples and the
+    newest step."""
+    caller(studio, request, Role.TRAINER)
+    return _choices(studio, job_id)
+
+
+@friendly
+def follow_choices(studio: Studio, job_id, step_a, step_b, cell, newest_seen, request: gr.Request):
+    """The same, re-read while the job runs: new sample steps join the lists, B moves to a
+    new step while it is at the newest one, and other choices stay as the user left them
+    (an empty one takes its default)."""
+    caller(studio, request, Role.TRAINER)
+    return _choices(studio, job_id, step_a, step_b, cell, newest_seen)
 
 
 def _step(value: Any, what: str) -> int:
@@ -88,8 +114,9 @@ def strip(studio: Studio, job_id, cell, request: gr.Request):
     return [(str(path), f"step {step}") for step, path in sorted(by_label[cell].items())]
 
 
-def build(studio: Studio, job: gr.Dropdown) -> None:
-    """Lay out the compare views under the job view; they follow the ``job`` dropdown."""
+def build(studio: Studio, job: gr.Dropdown, timer: gr.Timer) -> None:
+    """Lay out the compare views under the job view; they follow the ``job`` dropdown, and
+    the job's new sample steps on each ``timer`` tick."""
     with gr.Accordion("Compare samples", open=False):
         with gr.Row():
             step_a = gr.Dropdown([], label="Step A (left)", allow_custom_value=True)
@@ -101,7 +128,10 @@ def build(studio: Studio, job: gr.Dropdown) -> None:
             cell = gr.Dropdown([], label="Prompt and seed", allow_custom_value=True)
             along = gr.Button("Show across every step", scale=0)
         seed_strip = gr.Gallery(label="One seed across the steps", columns=8, height="auto")
-    job.change(bind(compare_choices, studio), [job], [step_a, step_b, cell], queue=False)
+    newest = gr.State(None)
+    choices = [step_a, step_b, cell, newest]
+    job.change(bind(compare_choices, studio), [job], choices, queue=False)
+    timer.tick(bind(follow_choices, studio), [job, *choices], choices, show_progress="hidden")
     side_by_side.click(
         bind(compare, studio), [job, step_a, step_b], [pairs, grids], api_name="train_compare"
     )
