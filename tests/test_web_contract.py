@@ -187,6 +187,30 @@ def test_reward_lab_preview_sweep_and_presets(served):
         assert job.config["direct_align"]["discount_denoise"] == {"low": 0.2, "high": 0.2}
 
 
+def test_reward_lab_scores_with_the_chosen_reward_and_refuses_missing_folders(served):
+    client, data = served["studio"], served["folder"] / "data"
+
+    def preview(*chosen):
+        common = ("a red circle", "photo", "painting", 0.0, "current model", "base", "0-1", [])
+        return client.predict(*common, *chosen, api_name="/lab_preview")
+
+    plain = preview("tiny", "", "tiny", "")[1]["data"]
+    biased = preview("tiny-biased", "", "tiny", "")[1]["data"]
+    assert len(biased) == 2 and biased != plain  # the same images, another reward's scores
+    frame, _ = client.predict("a red circle", "photo", "tiny-biased", "", api_name="/lab_sweep")
+    assert [row[0] for row in frame["data"]] == ["photo"]
+    (data / "not-diffusers").mkdir(exist_ok=True)
+    for chosen, message in (
+        (("zebra", "", "tiny", ""), "reward: one of tiny, tiny-biased"),
+        (("tiny", "no-such-weights", "tiny", ""), "reward path: nothing at 'no-such-weights'"),
+        (("tiny", "/etc", "tiny", ""), "reward path: must be a path inside the studio's data"),
+        (("tiny", "", "tiny", "/etc"), "base model path: must be a path inside"),
+        (("tiny", "", "flux", "not-diffusers"), "base model: model folder .* not in diffusers"),
+    ):
+        with pytest.raises(AppError, match=message):
+            preview(*chosen)
+
+
 def test_reward_lab_scores_uploads_and_refuses_bad_ones(served):
     client, folder = served["studio"], served["folder"]
     good = folder / "good.png"

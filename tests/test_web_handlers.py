@@ -188,8 +188,9 @@ def test_checkpoint_handler_shows_sha_card_and_snippet(ctx) -> None:
     sha, link, card, snippet = checkpoints.show(ctx.studio, checkpoint_id, ctx.trainer)
     assert sha == hashlib.sha256(weights).hexdigest() and sha in card
     assert f"/api/v1/checkpoints/{checkpoint_id}/download" in link and "load_file" in snippet
-    table, choices = checkpoints.refresh(ctx.studio, ctx.trainer)
+    table, choices, model_a, _ = checkpoints.refresh(ctx.studio, ctx.trainer)
     assert checkpoint_id in set(table["id"]) and choices["choices"]
+    assert ("base", "base") in model_a["choices"]  # the compare view's models
 
 
 def test_export_names_and_an_empty_forest_plot() -> None:

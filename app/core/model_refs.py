@@ -105,24 +105,33 @@ class ModelCache:
         self.settings = settings
         self.keep = keep
         self.lock = threading.Lock()
-        self._reward: Any = None
-        self._generators: OrderedDict[str, Any] = OrderedDict()
+        self._rewards: OrderedDict[tuple[str, str | None], Any] = OrderedDict()
+        self._generators: OrderedDict[tuple, Any] = OrderedDict()
 
-    def reward(self) -> Any:
-        """The default text-image reward."""
-        if self._reward is None:
-            from srpo.rewards import load_reward
+    def reward(self, name: str | None = None, path: str | None = None) -> Any:
+        """A text-image reward by name and weights path (default: the studio's reward),
+        kept while it is one of the last ``keep`` used."""
+        key = (name or self.settings.default_reward, path or None)
+        if key in self._rewards:
+            self._rewards.move_to_end(key)
+            return self._rewards[key]
+        from srpo.rewards import load_reward
 
-            self._reward = load_reward(self.settings.default_reward)
-        return self._reward
+        found = load_reward(*key)
+        self._rewards[key] = found
+        while len(self._rewards) > self.keep:
+            self._rewards.popitem(last=False)
+        return found
 
     def generator(self, model: ModelRef) -> Any:
-        """The generator of ``model`` (cached by its reference)."""
-        if model.ref in self._generators:
-            self._generators.move_to_end(model.ref)
-            return self._generators[model.ref]
+        """The generator of ``model``, cached by its reference and, for a base model, by
+        its backend and folder (the Lab may sample any backend's base)."""
+        key = (model.ref, model.config.get("model"), model.config.get("model_path"))
+        if key in self._generators:
+            self._generators.move_to_end(key)
+            return self._generators[key]
         generator = load(model)
-        self._generators[model.ref] = generator
+        self._generators[key] = generator
         while len(self._generators) > self.keep:
             self._generators.popitem(last=False)
         return generator

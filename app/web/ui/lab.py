@@ -18,7 +18,9 @@ from app.core import model_refs, reads
 from app.core.errors import Conflict, StudioError
 from app.core.models import RewardPreset, Role
 from app.web.context import Studio
+from app.web.ui import lab_models
 from app.web.ui.common import Refresh, bind, caller, friendly, text, words
+from app.web.ui.lab_models import LOAD_ERRORS, chosen_base, chosen_reward, first_line
 
 MAX_SEEDS = 16
 OVERLAY_SIDE = 192  # saliency overlays are upscaled (smoothly) to at least this many pixels
@@ -49,26 +51,32 @@ def pixels_for(
     seeds: str,
     uploads: list[str] | None,
     on_step: Callable[[int, int], None] | None = None,
+    base: dict[str, Any] | None = None,
+    reward: Any = None,
 ) -> torch.Tensor:
     """The images to score: sampled from a model at fixed seeds (``on_step(done, total)``
-    hears of each denoising step), or uploaded."""
+    hears of each denoising step; ``base``: what ``base`` means, default the studio's base
+    model), or uploaded (at ``reward``'s input size, default the studio's reward's)."""
     from srpo import lab
     from srpo.sampling import parse_seeds
 
     if source == "uploads":
         if not uploads:
             raise StudioError("uploads: add at least one image (PNG, JPEG or WebP)")
-        size = lab.reward_input_size(studio.models.reward())
+        size = lab.reward_input_size(reward if reward is not None else studio.models.reward())
         return lab.load_uploads(list(uploads), size)
     chosen = parse_seeds(seeds or "")
     if len(chosen) > MAX_SEEDS:
         raise StudioError(f"seeds: at most {MAX_SEEDS} in the lab")
     lab.validate_prompt(prompt)
     with studio.db.session() as session:
-        ref = model_refs.resolve_ref(session, studio.settings, model)
-    steps, shift = studio.models.sampling()
+        ref = model_refs.resolve_ref(session, studio.settings, model, base)
+    steps, shift = model_refs.sampling_steps(ref.config)
     with studio.models.lock:
-        generator = studio.models.generator(ref)
+        try:
+            generator = studio.models.generator(ref)
+        except LOAD_ERRORS as error:
+            raise StudioError(f"model {ref.config['model']}: {first_line(error)}") from None
         return lab.sample_lab_images(generator, prompt, chosen, steps, shift, on_step)
 
 
@@ -90,26 +98,33 @@ def preview(
     model,
     seeds,
     uploads,
+    reward_name,
+    reward_path,
+    base_name,
+    base_path,
     request: gr.Request,
     progress=gr.Progress(),  # noqa: B008 (Gradio's marker for a progress parameter)
 ):
     """Score the images with r(p), r(pos. p), r(neg. p) and SRP; rankings and saliency.
-    The progress bar follows the denoising steps, then scoring."""
+    The reward and the base model are the chosen ones (:mod:`app.web.ui.lab_models`). The
+    progress bar follows the denoising steps, then scoring."""
     from srpo import lab
 
     caller(studio, request, Role.TRAINER)
-    progress(0, desc="Loading the model")
+    progress(0, desc="Loading the reward and the model")
+    reward = chosen_reward(studio, reward_name, reward_path)
+    base = chosen_base(studio, base_name, base_path)
 
     def sampled(done: int, total: int) -> None:
         progress((done, total), desc="Sampling images", unit="steps")
 
-    batch = pixels_for(studio, source, parse_model(model), prompt, seeds, uploads, sampled)
+    batch = pixels_for(
+        studio, source, parse_model(model), prompt, seeds, uploads, sampled, base, reward
+    )
     prompt_text = prompt if source == "current model" else (prompt or "")
     progress(1, desc="Scoring with the reward and its saliency")
     with studio.models.lock:
-        result = lab.preview(
-            studio.models.reward(), batch, prompt_text, words(positive), words(negative), k
-        )
+        result = lab.preview(reward, batch, prompt_text, words(positive), words(negative), k)
     rows = pd.DataFrame(result.rows()).round(4)
     long = [
         {"image": f"#{n}", "score": float(value), "condition": condition}
@@ -142,15 +157,16 @@ def preview(
 
 
 @friendly
-def sweep(studio: Studio, prompt, candidates, batch, request: gr.Request):
-    """How far each candidate word moves the reward on the previewed images."""
+def sweep(studio: Studio, prompt, candidates, batch, reward_name, reward_path, request: gr.Request):
+    """How far each candidate word moves the chosen reward on the previewed images."""
     from srpo import lab
 
     caller(studio, request, Role.TRAINER)
     if batch is None:
         raise StudioError("preview first: the sweep scores the same images")
+    reward = chosen_reward(studio, reward_name, reward_path)
     with studio.models.lock:
-        result = lab.sensitivity_sweep(studio.models.reward(), batch, prompt, words(candidates))
+        result = lab.sensitivity_sweep(reward, batch, prompt, words(candidates))
     frame = pd.DataFrame(
         [
             {
@@ -270,6 +286,7 @@ def build(studio: Studio) -> Refresh:
                 type="filepath",
                 height=110,
             )
+            chosen = lab_models.build(studio)
             preview_button = gr.Button("Preview reward shift", variant="primary")
         with gr.Column(scale=1):
             preset = gr.Dropdown([], label="Saved presets", allow_custom_value=True)
@@ -317,13 +334,13 @@ def build(studio: Studio) -> Refresh:
 
     preview_button.click(
         bind(preview, studio),
-        [prompt, positive, negative, k, source, model, seeds, uploads],
+        [prompt, positive, negative, k, source, model, seeds, uploads, *chosen],
         [pixels, status, table, chart, ranking, images, saliency],
         api_name="lab_preview",
     )
     sweep_button.click(
         bind(sweep, studio),
-        [prompt, candidates, pixels],
+        [prompt, candidates, pixels, *chosen[:2]],
         [sweep_table, sweep_warning],
         api_name="lab_sweep",
     )
