@@ -20,3 +20,21 @@ def test_bases_of_other_folders_and_rewards_of_other_names_are_other_models(tmp_
     plain, biased = cache.reward("tiny"), cache.reward("tiny-biased")
     assert plain is not biased and cache.reward() is plain  # the studio's default: tiny
     assert cache.reward("tiny", str(WEIGHTS_DIR)) is not plain
+
+
+def test_images_are_sampled_once_per_model_prompt_and_seeds(tmp_path):
+    cache = ModelCache(web_settings(tmp_path), keep_images=2)
+    base = ModelRef("base", {"model": "tiny", "model_path": None})
+    calls = []
+
+    def sample(tag):
+        return lambda: calls.append(tag) or tag
+
+    assert cache.images(base, "a red circle", [0, 1], sample("a")) == "a"
+    assert cache.images(base, "a red circle", [0, 1], sample("again")) == "a"
+    assert cache.images(base, "a red circle", [1, 0], sample("b")) == "b"  # seeds in order
+    assert cache.images(base, "a blue square", [0, 1], sample("c")) == "c"
+    other = ModelRef("checkpoint:3", {"model": "tiny", "model_path": None}, 3)
+    assert cache.images(other, "a blue square", [0, 1], sample("d")) == "d"
+    assert cache.images(base, "a red circle", [0, 1], sample("e")) == "e"  # dropped: 2 kept
+    assert calls == ["a", "b", "c", "d", "e"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -92,21 +93,30 @@ def sampling_steps(config: dict[str, Any]) -> tuple[int, float]:
     return int(defaults["steps"]), float(defaults["shift"])
 
 
+def _model_key(model: ModelRef) -> tuple:
+    """What makes two references the same model: the reference and, for a base model, the
+    backend and folder it means."""
+    return (model.ref, model.config.get("model"), model.config.get("model_path"))
+
+
 class ModelCache:
-    """The reward and the generators the Reward Lab and arena scores use, loaded on first use
-    and kept (at most ``keep`` generators).
+    """The rewards, generators and sampled images the Reward Lab, compare views and arena
+    scores use, loaded on first use and kept (at most ``keep`` rewards and generators and
+    ``keep_images`` image sets).
 
     The base generator is ``settings.default_model``; fine-tunes come from their verified
     checkpoint folders through :func:`load`. Compute on them is serialised by :attr:`lock`
     (one preview at a time on a 2-core machine is faster than two).
     """
 
-    def __init__(self, settings: Settings, keep: int = 2) -> None:
+    def __init__(self, settings: Settings, keep: int = 2, keep_images: int = 4) -> None:
         self.settings = settings
         self.keep = keep
+        self.keep_images = keep_images
         self.lock = threading.Lock()
         self._rewards: OrderedDict[tuple[str, str | None], Any] = OrderedDict()
         self._generators: OrderedDict[tuple, Any] = OrderedDict()
+        self._images: OrderedDict[tuple, Any] = OrderedDict()
 
     def reward(self, name: str | None = None, path: str | None = None) -> Any:
         """A text-image reward by name and weights path (default: the studio's reward),
@@ -123,10 +133,27 @@ class ModelCache:
             self._rewards.popitem(last=False)
         return found
 
+    def images(
+        self, model: ModelRef, prompt: str, seeds: list[int], sample: Callable[[], Any]
+    ) -> Any:
+        """``model``'s images of ``prompt`` at ``seeds``, from ``sample()`` the first time and
+        kept for the last :attr:`keep_images` requests. The Lab samples at fixed seeds, so
+        the same request gives the same images: a preview that changes only the control
+        words, k or the reward need not sample again."""
+        key = (_model_key(model), prompt, tuple(seeds))
+        if key in self._images:
+            self._images.move_to_end(key)
+            return self._images[key]
+        found = sample()
+        self._images[key] = found
+        while len(self._images) > self.keep_images:
+            self._images.popitem(last=False)
+        return found
+
     def generator(self, model: ModelRef) -> Any:
         """The generator of ``model``, cached by its reference and, for a base model, by
         its backend and folder (the Lab may sample any backend's base)."""
-        key = (model.ref, model.config.get("model"), model.config.get("model_path"))
+        key = _model_key(model)
         if key in self._generators:
             self._generators.move_to_end(key)
             return self._generators[key]

@@ -72,12 +72,16 @@ def pixels_for(
     with studio.db.session() as session:
         ref = model_refs.resolve_ref(session, studio.settings, model, base)
     steps, shift = model_refs.sampling_steps(ref.config)
-    with studio.models.lock:
+
+    def sample() -> torch.Tensor:
         try:
             generator = studio.models.generator(ref)
         except LOAD_ERRORS as error:
             raise StudioError(f"model {ref.config['model']}: {first_line(error)}") from None
         return lab.sample_lab_images(generator, prompt, chosen, steps, shift, on_step)
+
+    with studio.models.lock:
+        return studio.models.images(ref, prompt, chosen, sample)
 
 
 def parse_model(model: str) -> str:
