@@ -4,6 +4,7 @@ rendered twice, and never a whole campaign in one task (issue 14)."""
 from __future__ import annotations
 
 from collections import Counter
+from datetime import timedelta
 
 import pytest
 import torch
@@ -32,7 +33,9 @@ def world(tmp_path, monkeypatch):
     drawn: Counter = Counter()
     sent: list[int] = []
 
-    def sample(generator, prompts, seeds, steps, shift):
+    def sample(generator, prompts, seeds, steps, shift, on_step=None):
+        if on_step is not None:
+            on_step(1, 1)
         drawn.update((generator, p, s) for p, s in zip(prompts, seeds, strict=True))
         return torch.rand(len(prompts), 3, 8, 8)
 
@@ -85,3 +88,58 @@ def test_cancelled_rendering_keeps_its_images_and_resumes_after_a_restart(world)
     assert state(db, campaign_id) == CampaignState.READY.value
     with pytest.raises(arena.Conflict):
         db.write(lambda s: arena.cancel_rendering(s, campaign_id))
+
+
+def test_a_duplicate_rendering_task_renders_nothing_and_sends_nothing(world, monkeypatch):
+    """The maintenance loop re-sends a pending campaign's task, and a restart may leave one in
+    the broker: a second task arriving while the first renders ends at once, so no image is
+    drawn twice and the chain of chunk tasks does not double."""
+    settings, db, campaign_id, drawn, sent = world
+    duplicates = []
+    inner = rendering.render
+
+    def render_with_a_duplicate(*args, **kwargs):
+        if not duplicates:
+            duplicates.append("running")
+            before = sum(drawn.values())
+            duplicates[0] = rendering.generate_pairs(db, settings, campaign_id)
+            assert sum(drawn.values()) == before and sent == []
+        return inner(*args, **kwargs)
+
+    monkeypatch.setattr(rendering, "render", render_with_a_duplicate)
+    while rendering.generate_pairs(db, settings, campaign_id) == 0:
+        pass
+    assert duplicates == [0]
+    assert len(drawn) == 12 and set(drawn.values()) == {1}  # every image once
+    assert sent == [campaign_id, campaign_id]  # one chain: a successor per chunk but the last
+    assert state(db, campaign_id) == CampaignState.READY.value
+
+
+def test_an_expired_render_lease_passes_to_the_next_task_only(world):
+    settings, db, campaign_id, _, _ = world
+    later = arena.utcnow() + timedelta(seconds=settings.lease_seconds + 1)
+    assert db.write(lambda s: arena.claim_rendering(s, campaign_id, "dead worker", 60))
+    assert not db.write(lambda s: arena.claim_rendering(s, campaign_id, "second", 60))
+    assert db.write(lambda s: arena.claim_rendering(s, campaign_id, "second", 60, now=later))
+    assert not db.write(lambda s: arena.claim_rendering(s, campaign_id, "dead worker", 60))
+    db.write(lambda s: arena.release_rendering(s, campaign_id, "dead worker"))  # not its own
+    assert not db.write(lambda s: arena.claim_rendering(s, campaign_id, "third", 60))
+    db.write(lambda s: arena.release_rendering(s, campaign_id, "second"))
+    assert db.write(lambda s: arena.claim_rendering(s, campaign_id, "third", 60))
+    db.write(lambda s: arena.release_rendering(s, campaign_id, "third"))
+
+
+def test_a_task_whose_lease_was_taken_over_stops_without_failing_the_campaign(world, monkeypatch):
+    settings, db, campaign_id, _, sent = world
+    settings = settings.model_copy(update={"heartbeat_seconds": 1e-9})  # renew at every step
+    far = arena.utcnow() + timedelta(hours=1)
+
+    def sample_while_stolen(generator, prompts, seeds, steps, shift, on_step=None):
+        # this task stalled past its lease, and another took the campaign over
+        db.write(lambda s: arena.claim_rendering(s, campaign_id, "other task", 60, now=far))
+        on_step(1, 1)
+        raise AssertionError("the stalled task went on rendering")  # pragma: no cover
+
+    monkeypatch.setattr("srpo.sampling.sample_images", sample_while_stolen)
+    assert rendering.generate_pairs(db, settings, campaign_id) == 0
+    assert state(db, campaign_id) == CampaignState.PENDING.value and sent == []

@@ -8,12 +8,19 @@ duplicates nor loses anything.
 
 A campaign renders in chunks of at most ``SRPO_RENDER_CHUNK`` images, one task each, on its
 own queue: after each chunk the worker takes its turn at the training queue, so rendering
-never keeps a training job waiting for more than one chunk. Images on disk are kept, so a
+never keeps a training job waiting for more than one chunk. One task renders a campaign at a
+time: it holds the campaign's render lease (:func:`app.core.arena.claim_rendering`), and a
+duplicate task (re-sent by the maintenance loop, or left in the broker by a restart) ends at
+once. Images on disk are kept, so a
 cancelled, failed or killed campaign resumes where it stopped and renders nothing twice.
 """
 
 from __future__ import annotations
 
+import logging
+import time
+import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -28,6 +35,8 @@ from app.core.settings import Settings
 from app.core.storage import job_dir, relative
 from worker.callback import save_png
 
+log = logging.getLogger("worker.rendering")
+
 
 def render(
     model: ModelRef,
@@ -35,13 +44,15 @@ def render(
     seeds: list[int],
     folder: Path,
     indices: list[int] | None = None,
+    on_step: Callable[[int, int], None] | None = None,
 ) -> torch.Tensor:
     """Sample ``prompts[i]`` at ``seeds[i]`` and write ``folder/NNNN-seedS.png`` files, image
-    ``i`` numbered ``indices[i]`` (default: ``i``)."""
+    ``i`` numbered ``indices[i]`` (default: ``i``); ``on_step`` hears of each denoising step."""
     from srpo.sampling import sample_images
 
     steps, shift = model_refs.sampling_steps(model.config)
-    images = sample_images(model_refs.load(model), prompts, seeds, steps, shift)
+    extra = {} if on_step is None else {"on_step": on_step}
+    images = sample_images(model_refs.load(model), prompts, seeds, steps, shift, **extra)
     folder.mkdir(parents=True, exist_ok=True)
     numbers = indices if indices is not None else range(len(seeds))
     for index, image, seed in zip(numbers, images, seeds, strict=True):
@@ -75,18 +86,62 @@ def _record(session, settings, model, prompts, seeds, folder, size, job_id=None)
 def generate_pairs(db: Database, settings: Settings, campaign_id: int) -> int:
     """Render the campaign's next chunk of missing images; queue the next chunk while images
     remain, else store every blind pair. Returns the number of pairs stored (0 while
-    rendering goes on, or when the campaign is cancelled or not pending)."""
+    rendering goes on, when the campaign is cancelled or not pending, or when another
+    rendering task holds it)."""
     try:
         return _generate_pairs(db, settings, campaign_id)
+    except RenderLeaseLost:
+        log.warning("campaign %d: another rendering task took it over; this one stops", campaign_id)
+        return 0
     except Exception as error:
         message = f"{type(error).__name__}: {error}"
         db.write(lambda s: arena.mark_campaign(s, campaign_id, CampaignState.FAILED, message))
         raise
 
 
+class RenderLeaseLost(Exception):
+    """The campaign's render lease expired and another rendering task holds it now."""
+
+
+class _RenderLease:
+    """This task's hold on a campaign's rendering, renewed at most every heartbeat while it
+    samples (a chunk may take longer than one lease)."""
+
+    def __init__(self, db: Database, settings: Settings, campaign_id: int) -> None:
+        self.db, self.settings, self.campaign_id = db, settings, campaign_id
+        self.token = str(uuid.uuid4())
+        self.renewed = 0.0
+
+    def claim(self) -> bool:
+        held = self.db.write(
+            lambda s: arena.claim_rendering(
+                s, self.campaign_id, self.token, self.settings.lease_seconds
+            )
+        )
+        self.renewed = time.monotonic()
+        return held
+
+    def renew(self, done: int = 0, total: int = 0) -> None:
+        """An ``on_step`` callback: renew once a heartbeat has passed; raise if lost."""
+        due = time.monotonic() - self.renewed >= self.settings.heartbeat_seconds
+        if due and not self.claim():
+            raise RenderLeaseLost(self.campaign_id)
+
+    def release(self) -> None:
+        self.db.write(lambda s: arena.release_rendering(s, self.campaign_id, self.token))
+
+
 def _generate_pairs(db: Database, settings: Settings, campaign_id: int) -> int:
-    if not db.write(lambda s: arena.wants_rendering(s, campaign_id)):
+    lease = _RenderLease(db, settings, campaign_id)
+    if not lease.claim():  # not pending, cancelled, or another task renders it
         return 0
+    try:
+        return _render_chunk(db, settings, campaign_id, lease)
+    finally:
+        lease.release()
+
+
+def _render_chunk(db: Database, settings: Settings, campaign_id: int, lease: _RenderLease) -> int:
     models, cells = db.write(lambda s: arena.campaign_plan(s, settings, campaign_id))
     prompts, seeds = [p for _, p, _ in cells], [s for _, _, s in cells]
     root = settings.storage / "campaigns" / str(campaign_id)
@@ -102,8 +157,9 @@ def _generate_pairs(db: Database, settings: Settings, campaign_id: int) -> int:
         numbers = [n for m, n in chunk if m is model]
         if numbers:
             chosen = ([prompts[n] for n in numbers], [seeds[n] for n in numbers])
-            render(model, *chosen, folders[model.ref], numbers)
+            render(model, *chosen, folders[model.ref], numbers, lease.renew)
     if len(missing) > len(chunk):
+        lease.release()  # before the next chunk's task can look for it
         dispatch.send(settings, dispatch.PAIRS_TASK, [campaign_id])  # behind waiting training
         return 0
     sizes = {}

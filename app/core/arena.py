@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from PIL import Image, ImageFilter
-from sqlalchemy import select
+from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -155,10 +155,41 @@ def campaign_state(found: Campaign) -> str:
     return found.state.value
 
 
-def wants_rendering(session: Session, campaign_id: int) -> bool:
-    """Whether the campaign is pending and not cancelled (a rendering task's first check)."""
-    found = session.get(Campaign, campaign_id)
-    return found is not None and found.state == CampaignState.PENDING and not found.cancel_requested
+def claim_rendering(
+    session: Session, campaign_id: int, token: str, seconds: float, now=None
+) -> bool:
+    """Take, or renew, the campaign's render lease for the rendering task ``token``: only
+    while the campaign is pending, not cancelled, and no other task holds an unexpired lease.
+
+    One task renders a campaign at a time: the maintenance loop re-sends a pending campaign's
+    task, and a restart may find an earlier one in the broker; without the lease both would
+    render the same chunk and each send the next, two chains from then on.
+    """
+    now = now or utcnow()
+    claimed = session.execute(
+        update(Campaign)
+        .where(
+            Campaign.id == campaign_id,
+            Campaign.state == CampaignState.PENDING,
+            Campaign.cancel_requested.is_(False),
+            or_(
+                Campaign.render_token.is_(None),
+                Campaign.render_token == token,
+                Campaign.render_expires_at < now,
+            ),
+        )
+        .values(render_token=token, render_expires_at=now + timedelta(seconds=seconds))
+    )
+    return claimed.rowcount == 1
+
+
+def release_rendering(session: Session, campaign_id: int, token: str) -> None:
+    """Give the render lease back (the next chunk's task, or none, may take it)."""
+    session.execute(
+        update(Campaign)
+        .where(Campaign.id == campaign_id, Campaign.render_token == token)
+        .values(render_token=None, render_expires_at=None)
+    )
 
 
 def cancel_rendering(session: Session, campaign_id: int) -> Campaign:

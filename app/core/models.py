@@ -362,6 +362,9 @@ class Campaign(Base):
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     # the arena's settings: gold_rate, repeat_rate, vote_budget, excluded_raters (user ids)
     options: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default=text("'{}'"))
+    # the rendering task that holds the campaign (one renders at a time) and until when
+    render_token: Mapped[str | None] = mapped_column(String(36))
+    render_expires_at: Mapped[datetime | None]
     created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
