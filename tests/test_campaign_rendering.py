@@ -143,3 +143,18 @@ def test_a_task_whose_lease_was_taken_over_stops_without_failing_the_campaign(wo
     monkeypatch.setattr("srpo.sampling.sample_images", sample_while_stolen)
     assert rendering.generate_pairs(db, settings, campaign_id) == 0
     assert state(db, campaign_id) == CampaignState.PENDING.value and sent == []
+
+
+def test_maintenance_leaves_a_held_campaign_alone_and_resends_a_lost_one_soon(world):
+    settings, db, campaign_id, _, _ = world
+    memory: dict[int, float] = {}
+    assert db.write(lambda s: arena.claim_rendering(s, campaign_id, "busy task", 60))
+    assert maintain_once(db, settings, memory).campaigns == []  # a task renders it now
+    # the worker died: once its lease has run out the campaign is sent, and again after one
+    # lease (not after redispatch_seconds, 30 min) while nobody takes it
+    gone = arena.utcnow() - timedelta(seconds=1)
+    db.write(lambda s: arena.claim_rendering(s, campaign_id, "busy task", -2, now=gone))
+    assert maintain_once(db, settings, memory).campaigns == [campaign_id]
+    assert maintain_once(db, settings, memory).campaigns == []
+    memory[campaign_id] -= settings.lease_seconds
+    assert maintain_once(db, settings, memory).campaigns == [campaign_id]

@@ -218,15 +218,20 @@ def resume_rendering(session: Session, campaign_id: int) -> Campaign:
     return found
 
 
-def rendering_campaigns(session: Session) -> list[int]:
-    """Ids of the campaigns waiting for their images (pending, not cancelled)."""
-    return list(
-        session.scalars(
-            select(Campaign.id).where(
-                Campaign.state == CampaignState.PENDING, Campaign.cancel_requested.is_(False)
-            )
+def rendering_campaigns(session: Session, now=None) -> dict[int, bool]:
+    """The campaigns waiting for their images (pending, not cancelled) that no rendering task
+    holds now, each with whether a task held it and its lease ran out (its worker was lost)."""
+    now = now or utcnow()
+    rows = session.execute(
+        select(Campaign.id, Campaign.render_expires_at).where(
+            Campaign.state == CampaignState.PENDING, Campaign.cancel_requested.is_(False)
         )
     )
+    return {
+        campaign_id: expires is not None
+        for campaign_id, expires in rows
+        if expires is None or expires < now
+    }
 
 
 def mark_campaign(

@@ -38,8 +38,10 @@ def maintain_once(
     """One pass: requeue jobs whose worker was lost, send every undelivered job, and send
     the next rendering task of each pending campaign this loop has not sent one for within
     ``redispatch_seconds`` (all of them on the first pass, as after a restart, whose killed
-    worker took its rendering task with it). ``campaigns_sent`` (id: monotonic time) is the
-    loop's memory; a duplicate rendering task renders nothing twice."""
+    worker took its rendering task with it). A campaign a task renders now (its render lease
+    held) is left alone; one whose lease ran out is sent again after ``lease_seconds``.
+    ``campaigns_sent`` (id: monotonic time) is the loop's memory; a duplicate rendering task
+    ends at once and renders nothing twice."""
     report = Report(reaped=db.write(jobs.reap_expired))
     if campaigns_sent is not None:
         _send_campaigns(db, settings, campaigns_sent, report)
@@ -60,12 +62,14 @@ def _send_campaigns(
     db: Database, settings: Settings, sent: dict[int, float], report: Report
 ) -> None:
     now = time.monotonic()
-    waiting = db.write(arena.rendering_campaigns)
+    waiting = db.write(arena.rendering_campaigns)  # a campaign a task renders now is left out
     for campaign_id in list(sent):
         if campaign_id not in waiting:
             del sent[campaign_id]
-    for campaign_id in waiting:
-        if now - sent.get(campaign_id, -math.inf) < settings.redispatch_seconds:
+    for campaign_id, lost in waiting.items():
+        # a task whose lease ran out was lost with its worker: send again after one lease
+        wait = settings.lease_seconds if lost else settings.redispatch_seconds
+        if now - sent.get(campaign_id, -math.inf) < wait:
             continue
         try:
             dispatch.send(settings, dispatch.PAIRS_TASK, [campaign_id])
