@@ -158,3 +158,19 @@ def test_maintenance_leaves_a_held_campaign_alone_and_resends_a_lost_one_soon(wo
     assert maintain_once(db, settings, memory).campaigns == []
     memory[campaign_id] -= settings.lease_seconds
     assert maintain_once(db, settings, memory).campaigns == [campaign_id]
+
+
+def test_a_cancel_stops_the_chunk_being_rendered_at_its_next_renewal(world, monkeypatch):
+    settings, db, campaign_id, drawn, sent = world
+    settings = settings.model_copy(update={"heartbeat_seconds": 1e-9})  # renew at every step
+
+    def sample_then_cancelled(generator, prompts, seeds, steps, shift, on_step=None):
+        db.write(lambda s: arena.cancel_rendering(s, campaign_id))  # the user stops it
+        on_step(1, 1)
+        raise AssertionError("the cancelled chunk went on rendering")  # pragma: no cover
+
+    monkeypatch.setattr("srpo.sampling.sample_images", sample_then_cancelled)
+    assert rendering.generate_pairs(db, settings, campaign_id) == 0
+    assert state(db, campaign_id) == "cancelled" and sent == [] and not drawn
+    folder = settings.storage / "campaigns" / str(campaign_id)
+    assert not list(folder.rglob("*.png"))  # nothing half-written

@@ -91,7 +91,9 @@ def generate_pairs(db: Database, settings: Settings, campaign_id: int) -> int:
     try:
         return _generate_pairs(db, settings, campaign_id)
     except RenderLeaseLost:
-        log.warning("campaign %d: another rendering task took it over; this one stops", campaign_id)
+        log.warning(
+            "campaign %d: render lease gone (cancelled or taken over); stopping", campaign_id
+        )
         return 0
     except Exception as error:
         message = f"{type(error).__name__}: {error}"
@@ -100,7 +102,8 @@ def generate_pairs(db: Database, settings: Settings, campaign_id: int) -> int:
 
 
 class RenderLeaseLost(Exception):
-    """The campaign's render lease expired and another rendering task holds it now."""
+    """The campaign's render lease cannot be renewed: it was cancelled, or its lease ran out
+    and another rendering task holds it now."""
 
 
 class _RenderLease:

@@ -193,7 +193,8 @@ def release_rendering(session: Session, campaign_id: int, token: str) -> None:
 
 
 def cancel_rendering(session: Session, campaign_id: int) -> Campaign:
-    """Stop a campaign's rendering after the chunk being rendered; its images are kept."""
+    """Stop a campaign's rendering: the task rendering it stops at its next lease renewal
+    (a heartbeat), before it writes the chunk; the images already written are kept."""
     found = session.get(Campaign, campaign_id)
     if found is None:
         raise NotFound(f"campaign {campaign_id} not found")
