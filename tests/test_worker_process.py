@@ -99,3 +99,15 @@ def test_the_job_log_has_a_line_per_step_and_a_clear_last_line_on_failure() -> N
         failure_line(7, 2, message)
         == "job 7 FAILED (attempt 2): ValueError: steps must be positive"
     )
+
+
+def test_a_lost_peer_is_told_from_a_failure_of_the_job():
+    from worker.run_job import lost_peer
+
+    gloo = RuntimeError(
+        "[gloo/transport/tcp/pair.cc:561] Connection closed by peer [127.0.0.1]:47761."
+    )
+    assert lost_peer(gloo)
+    assert lost_peer(RuntimeError("[pair.cc:545] Read error: Connection reset by peer"))
+    assert not lost_peer(ValueError("steps: must be at least 1"))
+    assert not lost_peer(RuntimeError("CUDA out of memory"))

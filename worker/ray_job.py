@@ -17,6 +17,7 @@ import logging
 import os
 import socket
 import sys
+import time
 from typing import Any
 
 import ray
@@ -26,6 +27,7 @@ from app.core.db import Database
 from app.core.jobs import Lease
 from app.core.settings import get_settings
 from worker.launch_ray import rank_log
+from worker.run_job import PEER_LOST
 
 # The Ray Train knobs each job's driver runs with (passed on to its controller and workers).
 TRAIN_ENV = {
@@ -92,6 +94,30 @@ def _exited(failure: BaseException) -> bool:
     return isinstance(failure, TrainingExited) or isinstance(cause, TrainingExited)
 
 
+# A rank whose peer is gone (its node or process lost) exits with PEER_LOST, and Ray may report
+# that exit before it notices the lost node. A run that failed so is a lost worker if one of
+# the cluster's nodes dies within NODE_LOSS_WAIT_S (Ray's default health check marks a node
+# dead after about 15 s).
+NODE_LOSS_WAIT_S = 30.0
+
+
+def _alive_nodes() -> set[str]:
+    return {node["NodeID"] for node in ray.nodes() if node["Alive"]}
+
+
+def _lost_a_node(before: set[str], failures: list[BaseException]) -> bool:
+    """Whether a node alive when the run started died, waiting for Ray to notice when a rank
+    exited for a lost peer."""
+    peer = f"with status {PEER_LOST}"
+    waited = any(peer in f"{f} {getattr(f, 'cause', '')}" for f in failures)
+    deadline = time.monotonic() + (NODE_LOSS_WAIT_S if waited else 0.0)
+    while not before - _alive_nodes():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.5)
+    return True
+
+
 @ray.remote(num_cpus=0, max_restarts=0)
 class JobDriver:
     """Runs one attempt of a job as a Ray Train job (see the module docstring)."""
@@ -118,11 +144,13 @@ class JobDriver:
                 failure_config=FailureConfig(max_failures=0),
             ),
         )
+        nodes = _alive_nodes()
         try:
             trainer.fit()
         except WorkerGroupError as error:
             failures = list(error.worker_failures.values())
             killed = not failures or not all(_exited(f) for f in failures)
+            killed = killed or _lost_a_node(nodes, failures)
             return {"failed": True, "killed": killed, "error": str(error)[-4000:]}
         except TrainingFailedError as error:
             return {"failed": True, "killed": True, "error": str(error)[-4000:]}

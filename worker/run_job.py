@@ -25,7 +25,22 @@ from app.core.storage import resolve
 from worker.process import die_with_parent
 
 LEASE_LOST = 75
+# The exit status of a process of a multi-process run whose peer is gone (its process or node
+# lost): it failed on a collective, which is a lost worker for the launcher to judge and
+# retry, not the job's own failure, so it does not write the job's final state.
+PEER_LOST = 76
+PEER_LOST_ERRORS = ("Connection reset by peer", "Connection closed by peer", "Broken pipe", "NCCL")
 log = logging.getLogger("srpo.run_job")
+
+
+def lost_peer(error: BaseException) -> bool:
+    """Whether ``error`` says a peer of a distributed run is gone (gloo and NCCL errors)."""
+    import torch.distributed as dist
+
+    backend = getattr(dist, "DistBackendError", None)
+    return (backend is not None and isinstance(error, backend)) or any(
+        text in str(error) for text in PEER_LOST_ERRORS
+    )
 
 
 def register_checkpoints(db: Database, settings: Settings, job_id: int, output: Path) -> int:
@@ -85,6 +100,9 @@ def run(job_id: int, lease: Lease, settings: Settings) -> int:
     except Exception as error:
         traceback.print_exc()
         message = f"{type(error).__name__}: {error}"
+        if world > 1 and lost_peer(error):
+            log.error("%s", failure_line(job_id, lease.attempt, f"lost a peer: {message}"))
+            return PEER_LOST
         # the traceback above is for debugging; the log's last line says what happened
         log.error("%s", failure_line(job_id, lease.attempt, message))
         if main:

@@ -278,11 +278,6 @@ def test_celery_worker_killed_another_takes_the_job_over(studio, smoke_world, tm
     assert checkpoint_rows_have_files(db, settings, job_id) == [2, 4, 6]
 
 
-# Skipped, not xfail: a failing run costs minutes of the suite's 15-minute budget.
-@pytest.mark.skip(
-    reason="unverified (issue 16): on the shared 2-core machine (load 15-38) no run of it "
-    "reached its end within the time the suite allows (its checks are as the issue asks)"
-)
 def test_a_killed_raylet_resumes_from_the_checkpoint_to_the_same_weights(
     studio, smoke_world, cluster, uninterrupted
 ) -> None:
