@@ -29,6 +29,7 @@ from app.core.maintenance import Maintenance
 from app.core.models import TERMINAL, Checkpoint, Job, JobRun, JobState, RunOutcome, utcnow
 from app.core.settings import Settings
 from app.core.startup import prepare
+from srpo.checkpoint_store import remote_steps
 from srpo.checkpoints import LORA_FILE, latest_checkpoint
 from srpo.config import make_config
 from srpo.files import sha256_file
@@ -156,6 +157,7 @@ def uninterrupted(cluster, smoke_world, tmp_path_factory, postgres_url, redis_ur
         ray_namespace=f"test-{uuid.uuid4().hex[:8]}",
         ray_use_gpu=False,
         heartbeat_seconds=0.5,
+        checkpoint_url=(tmp / "shared").as_uri(),  # file://: what every node of it reaches
     )
     db = prepare(settings)
     job_id = submit(db, settings, ddp_config(smoke_world))
@@ -181,6 +183,9 @@ def test_a_two_node_job_matches_one_process_on_the_global_batch(
     output = storage.resolve(settings.storage, done.output_dir)
     assert "process 2 of 2" in (output / "logs" / "attempt-1-rank-1.log").read_text()
     assert checkpoint_rows_have_files(db, settings, job_id) == [1, 2, 3, 4]
+    # rank 0 uploaded every checkpoint to the job's URL (a resume on any node reads it there)
+    assert done.config["checkpoint_url"] == f"{settings.checkpoint_url}/jobs/{job_id}"
+    assert remote_steps(done.config["checkpoint_url"]) == [4, 3, 2, 1]
 
     reference = one_process_on_the_global_batch(make_config(ddp_config(smoke_world)))
     found = lora(output)
