@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 import torch
 
-from app.core import arena
+from app.core import arena, arena_rendering
 from app.core.maintenance import maintain_once
 from app.core.models import Campaign, CampaignState, Comparison
 from app.core.startup import prepare
@@ -118,15 +118,21 @@ def test_a_duplicate_rendering_task_renders_nothing_and_sends_nothing(world, mon
 def test_an_expired_render_lease_passes_to_the_next_task_only(world):
     settings, db, campaign_id, _, _ = world
     later = arena.utcnow() + timedelta(seconds=settings.lease_seconds + 1)
-    assert db.write(lambda s: arena.claim_rendering(s, campaign_id, "dead worker", 60))
-    assert not db.write(lambda s: arena.claim_rendering(s, campaign_id, "second", 60))
-    assert db.write(lambda s: arena.claim_rendering(s, campaign_id, "second", 60, now=later))
-    assert not db.write(lambda s: arena.claim_rendering(s, campaign_id, "dead worker", 60))
-    db.write(lambda s: arena.release_rendering(s, campaign_id, "dead worker"))  # not its own
-    assert not db.write(lambda s: arena.claim_rendering(s, campaign_id, "third", 60))
-    db.write(lambda s: arena.release_rendering(s, campaign_id, "second"))
-    assert db.write(lambda s: arena.claim_rendering(s, campaign_id, "third", 60))
-    db.write(lambda s: arena.release_rendering(s, campaign_id, "third"))
+    assert db.write(lambda s: arena_rendering.claim_rendering(s, campaign_id, "dead worker", 60))
+    assert not db.write(lambda s: arena_rendering.claim_rendering(s, campaign_id, "second", 60))
+    assert db.write(
+        lambda s: arena_rendering.claim_rendering(s, campaign_id, "second", 60, now=later)
+    )
+    assert not db.write(
+        lambda s: arena_rendering.claim_rendering(s, campaign_id, "dead worker", 60)
+    )
+    db.write(
+        lambda s: arena_rendering.release_rendering(s, campaign_id, "dead worker")
+    )  # not its own
+    assert not db.write(lambda s: arena_rendering.claim_rendering(s, campaign_id, "third", 60))
+    db.write(lambda s: arena_rendering.release_rendering(s, campaign_id, "second"))
+    assert db.write(lambda s: arena_rendering.claim_rendering(s, campaign_id, "third", 60))
+    db.write(lambda s: arena_rendering.release_rendering(s, campaign_id, "third"))
 
 
 def test_a_task_whose_lease_was_taken_over_stops_without_failing_the_campaign(world, monkeypatch):
@@ -136,7 +142,9 @@ def test_a_task_whose_lease_was_taken_over_stops_without_failing_the_campaign(wo
 
     def sample_while_stolen(generator, prompts, seeds, steps, shift, on_step=None):
         # this task stalled past its lease, and another took the campaign over
-        db.write(lambda s: arena.claim_rendering(s, campaign_id, "other task", 60, now=far))
+        db.write(
+            lambda s: arena_rendering.claim_rendering(s, campaign_id, "other task", 60, now=far)
+        )
         on_step(1, 1)
         raise AssertionError("the stalled task went on rendering")  # pragma: no cover
 
@@ -148,12 +156,12 @@ def test_a_task_whose_lease_was_taken_over_stops_without_failing_the_campaign(wo
 def test_maintenance_leaves_a_held_campaign_alone_and_resends_a_lost_one_soon(world):
     settings, db, campaign_id, _, _ = world
     memory: dict[int, float] = {}
-    assert db.write(lambda s: arena.claim_rendering(s, campaign_id, "busy task", 60))
+    assert db.write(lambda s: arena_rendering.claim_rendering(s, campaign_id, "busy task", 60))
     assert maintain_once(db, settings, memory).campaigns == []  # a task renders it now
     # the worker died: once its lease has run out the campaign is sent, and again after one
     # lease (not after redispatch_seconds, 30 min) while nobody takes it
     gone = arena.utcnow() - timedelta(seconds=1)
-    db.write(lambda s: arena.claim_rendering(s, campaign_id, "busy task", -2, now=gone))
+    db.write(lambda s: arena_rendering.claim_rendering(s, campaign_id, "busy task", -2, now=gone))
     assert maintain_once(db, settings, memory).campaigns == [campaign_id]
     assert maintain_once(db, settings, memory).campaigns == []
     memory[campaign_id] -= settings.lease_seconds

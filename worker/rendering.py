@@ -9,7 +9,7 @@ duplicates nor loses anything.
 A campaign renders in chunks of at most ``SRPO_RENDER_CHUNK`` images, one task each, on its
 own queue: after each chunk the worker takes its turn at the training queue, so rendering
 never keeps a training job waiting for more than one chunk. One task renders a campaign at a
-time: it holds the campaign's render lease (:func:`app.core.arena.claim_rendering`), and a
+time: it holds the campaign's render lease (:func:`app.core.arena_rendering.claim_rendering`), and a
 duplicate task (re-sent by the maintenance loop, or left in the broker by a restart) ends at
 once. Images on disk are kept, so a
 cancelled, failed or killed campaign resumes where it stopped and renders nothing twice.
@@ -27,7 +27,7 @@ import torch
 from PIL import Image
 from sqlalchemy.orm import Session
 
-from app.core import arena, dispatch, model_refs, outputs
+from app.core import arena, arena_rendering, dispatch, model_refs, outputs
 from app.core.db import Database
 from app.core.model_refs import ModelRef
 from app.core.models import CampaignState, Checkpoint
@@ -117,7 +117,7 @@ class _RenderLease:
 
     def claim(self) -> bool:
         held = self.db.write(
-            lambda s: arena.claim_rendering(
+            lambda s: arena_rendering.claim_rendering(
                 s, self.campaign_id, self.token, self.settings.lease_seconds
             )
         )
@@ -131,7 +131,7 @@ class _RenderLease:
             raise RenderLeaseLost(self.campaign_id)
 
     def release(self) -> None:
-        self.db.write(lambda s: arena.release_rendering(s, self.campaign_id, self.token))
+        self.db.write(lambda s: arena_rendering.release_rendering(s, self.campaign_id, self.token))
 
 
 def _generate_pairs(db: Database, settings: Settings, campaign_id: int) -> int:

@@ -14,7 +14,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from app.core import arena, dispatch, jobs
+from app.core import arena_rendering, dispatch, jobs
 from app.core.db import Database, database
 from app.core.errors import BrokerUnavailable
 from app.core.settings import Settings, get_settings
@@ -62,7 +62,9 @@ def _send_campaigns(
     db: Database, settings: Settings, sent: dict[int, float], report: Report
 ) -> None:
     now = time.monotonic()
-    waiting = db.write(arena.rendering_campaigns)  # a campaign a task renders now is left out
+    waiting = db.write(
+        arena_rendering.rendering_campaigns
+    )  # a campaign a task renders now is left out
     for campaign_id in list(sent):
         if campaign_id not in waiting:
             del sent[campaign_id]
