@@ -16,7 +16,7 @@ from playwright.sync_api import Browser, ConsoleMessage, Page, Request, expect, 
 
 from app.core.models import Role
 from app.web.factory import create_app
-from tests.test_browser_e2e import CHROMIUM, PAGE_WAIT_MS, new_page
+from tests.browser_support import CHROMIUM, PAGE_WAIT_MS, new_page
 from tests.web_support import PASSWORD, add_account, free_port, serve, web_settings
 
 OTHER = free_port()  # "another local port": an origin the studio does not list
