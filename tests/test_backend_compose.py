@@ -67,11 +67,13 @@ def test_app_and_workers_share_the_storage_volume() -> None:
     assert _mounts("postgres")["/var/lib/postgresql/data"] == "pgdata"
 
 
-def test_the_worker_consumes_the_gpu_queue_with_a_gpu_reservation() -> None:
+def test_the_worker_consumes_the_gpu_and_render_queues_with_a_gpu_reservation() -> None:
     worker = SERVICES["worker"]
     command = worker["command"]
     assert command[:4] == ["celery", "-A", "worker.celery_app", "worker"]
-    assert command[command.index("-Q") + 1] == _env("worker")["SRPO_GPU_QUEUE"]
+    queues = command[command.index("-Q") + 1].split(",")
+    # training first, and campaign rendering (else campaigns never render): issue 14
+    assert queues == [_env("worker")["SRPO_GPU_QUEUE"], _env("worker")["SRPO_RENDER_QUEUE"]]
     assert command[command.index("--pool") + 1] == "solo"
     (device,) = worker["deploy"]["resources"]["reservations"]["devices"]
     assert device["driver"] == "nvidia" and "gpu" in device["capabilities"]

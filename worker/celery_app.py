@@ -1,8 +1,9 @@
 """The worker's Celery application, configured from the studio settings.
 
-``celery -A worker.celery_app worker -Q gpu --pool solo --concurrency 1`` runs a GPU worker
-(one job at a time per node; the job itself spreads over the node's GPUs). The studio never
-builds this app: it sends messages through :func:`app.core.dispatch.client`.
+``celery -A worker.celery_app worker -Q gpu,render --pool solo --concurrency 1`` runs a GPU
+worker (one task at a time per node; a job itself spreads over the node's GPUs). It must
+consume both queues: campaigns render only from the rendering queue, one chunk per turn.
+The studio never builds this app: it sends messages through :func:`app.core.dispatch.client`.
 """
 
 from __future__ import annotations

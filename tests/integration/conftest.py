@@ -80,6 +80,7 @@ def distributed_settings(tmp: Path, database_url: str, broker_url: str, **extra)
         broker_url=broker_url,
         result_backend=broker_url if broker_url.startswith("redis") else None,
         gpu_queue=f"gpu-{tag}",
+        render_queue=f"render-{tag}",
         default_queue=f"default-{tag}",
         **extra,
     )
@@ -96,7 +97,8 @@ def sqlite_settings(tmp_path: Path) -> Settings:
 def start_worker(
     settings: Settings, name: str, log: Path, module: bool = False
 ) -> subprocess.Popen[bytes]:
-    """A real Celery worker process on the settings' GPU queue (solo pool, like a GPU node),
+    """A real Celery worker process on the settings' GPU and rendering queues (solo pool, like
+    a GPU node),
     started as ``celery -A worker.celery_app worker ...`` or, with ``module``, ``python -m worker``.
     """
     quiet = ["-n", f"{name}@%h", "--without-heartbeat", "--without-mingle", "--without-gossip"]
@@ -105,7 +107,14 @@ def start_worker(
     else:
         command = [
             *(sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker"),
-            *("-Q", settings.gpu_queue, "--pool", "solo", "--concurrency", "1"),
+            *(
+                "-Q",
+                f"{settings.gpu_queue},{settings.render_queue}",
+                "--pool",
+                "solo",
+                "--concurrency",
+                "1",
+            ),
             *quiet,
             *("--loglevel", "INFO"),
         ]
