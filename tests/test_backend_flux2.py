@@ -24,7 +24,7 @@ from srpo.models.flux2 import (
     flux2_variant,
 )
 from srpo.models.latents import patchify
-from srpo.models.small import SMALL_FLUX2_LAYERS, small_flux2, small_flux2_transformer
+from srpo.models.small_flux2 import SMALL_FLUX2_LAYERS, small_flux2, small_flux2_transformer
 from srpo.rewards.clip import CLIPReward
 from tests import backend_checks as checks
 from tests.factories import save_small_clip_folder

@@ -76,7 +76,7 @@ def small_clip_reward(image_size: int = 32):
     """A random small transformers CLIP reward (no download)."""
     from transformers import CLIPConfig, CLIPModel
 
-    from srpo.models.small import WORDS
+    from srpo.models.small_parts import WORDS
     from srpo.rewards.clip import CLIPReward
     from srpo.tiny_world.tokenizer import BOS_ID, EOS_ID, PAD_ID, build_word_tokenizer
 
