@@ -64,8 +64,8 @@ class TrainConfig(Section):
     rollout (official: 1 with HPS, 2 with PickScore, training at 3.5), ``None`` = the same.
     ``cfg_scale`` is true classifier-free guidance in the standard form ``u + s (c - u)`` (off
     at 1) of the forwards that carry gradient; ``rollout_cfg_scale`` that of Direct-Align's
-    rollout (the official Qwen-Image run: 4, training at 1), ``None`` = the same. The tiny world
-    at ``cfg_scale`` 1 keeps its manifest's scale, which its gates were measured at.
+    rollout, the sample grids and a loaded checkpoint (the official Qwen-Image run: 4, training
+    at 1), ``None`` = the same. The tiny world at ``cfg_scale`` 1 keeps its manifest's scale.
     ``reward_prefix`` makes the absolute-reward methods score ``r("<prefix>. p")`` instead of
     the raw prompt. An offline image without a caption trains on the empty prompt, unless
     ``offline_captions`` is ``required``. ``monitor_reward`` watches the run at every sample
@@ -391,7 +391,10 @@ PRESETS: dict[str, dict[str, Any]] = {
 # 100 levels from sigma 0.9 to 0.2 (train_timestep 5..40 of 50 at shift 1) with a slice of 41
 # levels (0.29) clamped at the ends (k = min(k, index, 100 - index)): slice_clamp over 0.2..0.9.
 # The loss maximises discount[index] * SRP / 20, discount = sd3_time_shift(3, linspace(0, 1)):
-# the reward multiplier at scale 0.05, shift 3.
+# the reward multiplier at scale 0.05, shift 3. Where we differ we keep QwenImagePipeline's
+# behaviour over the script's quirks: CFG against " " with its own mask (theirs: "" under the
+# prompt's mask), decodes clamped to [0, 1] (theirs min-max rescale each image), s* uniform in
+# the window, and one slice clamp per draw (theirs carries the first micro-batch's to the next).
 QWEN_IMAGE_SRPO: dict[str, Any] = {
     "model": "qwen-image",
     "reward": "pickscore",

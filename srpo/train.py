@@ -24,7 +24,7 @@ from srpo.config import TrainConfig
 from srpo.eta import EtaClock
 from srpo.methods import make_update
 from srpo.models import generator_for
-from srpo.models.base import Generator
+from srpo.models.base import Generator, cfg_scale_set
 from srpo.models.loader import add_lora
 from srpo.monitor import GoldMonitor, HackingWarning
 from srpo.offline import encode_pool, read_image_folder
@@ -138,11 +138,15 @@ def load_offline_pool(config: TrainConfig, generator: Generator, base: Path | No
 
 
 def render_samples(generator: Generator, config: TrainConfig, prompts: Sequence[str]):
-    """The fixed-seed evaluation images ``[P*S, 3, H, W]`` with their prompts and seeds."""
+    """The fixed-seed evaluation images ``[P*S, 3, H, W]`` with their prompts and seeds, at the
+    rollout's steps, shift and CFG (the official Qwen-Image run trains at CFG 1 and rolls out
+    and visualises at 4) and the training guidance embedding (the official FLUX.1 run rolls out
+    at guidance 1 but visualises at 3.5, its training guidance)."""
     chosen = list(config.eval_prompts or prompts[:4])
     pairs = [(p, s) for p in chosen for s in config.eval_seeds]
     texts, seeds = [p for p, _ in pairs], [s for _, s in pairs]
-    images = sample_images(generator, texts, seeds, config.rollout_steps, config.shift)
+    with cfg_scale_set(generator, config.rollout_cfg_scale):
+        images = sample_images(generator, texts, seeds, config.rollout_steps, config.shift)
     return images, texts, seeds
 
 

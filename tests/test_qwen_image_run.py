@@ -11,6 +11,7 @@ from srpo import flow
 from srpo.config import ConfigError, make_config, preset
 from srpo.explain import explain, explain_markdown
 from srpo.models import loader
+from srpo.train import render_samples
 from srpo.update import Draw, UpdateInputs
 
 QWEN = "qwen-image-official-32gpu"
@@ -204,3 +205,30 @@ def test_cfg_scale_1_is_cfg_off_on_diffusers_backends(monkeypatch):
     assert seen["cfg_scale"] == 1.0
     loader.generator_for(preset("tiny-demo"))
     assert seen["cfg_scale"] is None  # the tiny world keeps its manifest's scale
+
+
+class RenderingGenerator(RecordingGenerator):
+    def decode(self, latents):
+        return torch.zeros(latents.shape[0], 3, 2, 2)
+
+
+def test_sample_grids_are_drawn_at_the_rollouts_cfg():
+    """Regression: the grid of every sample step was drawn at the gradient forward's CFG (1 in
+    the official Qwen-Image run, which rolls out and visualises at 4)."""
+    config = preset(QWEN, prompts=["a cat"], prompts_file=None, eval_seeds=[0, 1])
+    generator = RenderingGenerator(config.cfg_scale)
+    images, texts, seeds = render_samples(generator, config, ["a cat"])
+    assert generator.calls == [("encode", 4.0), ("sample", 4.0)]
+    assert generator.cfg_scale == 1.0 and (texts, seeds) == (["a cat"] * 2, [0, 1])
+    assert images.shape == (2, 3, 2, 2)
+
+
+def test_a_finetuned_run_samples_at_its_rollouts_cfg(monkeypatch):
+    """Regression: a Qwen-Image checkpoint loaded at the training CFG 1 while its base model
+    loads at its pipeline's 4, so the arena compared them at different CFG."""
+    config = preset(QWEN, prompts=["a cat"], prompts_file=None)
+    monkeypatch.setattr(loader, "load_run_checkpoint", lambda path: (None, config))
+    monkeypatch.setattr(loader, "generator_for", lambda c: RecordingGenerator(c.cfg_scale))
+    monkeypatch.setattr(loader, "apply_checkpoint", lambda *args: None)
+    generator, _ = loader.load_finetuned("checkpoint")
+    assert generator.cfg_scale == 4.0

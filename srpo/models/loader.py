@@ -258,8 +258,14 @@ def apply_checkpoint(generator: Generator, checkpoint: Checkpoint, config: Train
 
 
 def load_finetuned(path: str | Path) -> tuple[Generator, TrainConfig]:
-    """The generator of a run with the checkpoint at ``path`` applied, and the run's config."""
+    """The generator of a run with the checkpoint at ``path`` applied, and the run's config.
+
+    It samples at the run's rollout CFG, as its sample grids were drawn (the official
+    Qwen-Image run trains at CFG 1 and samples at 4, the base model's pipeline scale).
+    """
     checkpoint, config = load_run_checkpoint(path)
     generator = generator_for(config)
+    if config.rollout_cfg_scale is not None:
+        generator.cfg_scale = float(config.rollout_cfg_scale)
     apply_checkpoint(generator, checkpoint, config)
     return generator, config
