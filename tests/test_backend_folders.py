@@ -10,14 +10,17 @@ import torch
 from diffusers import (
     FlowMatchEulerDiscreteScheduler,
     Flux2KleinPipeline,
+    Flux2Pipeline,
     QwenImagePipeline,
     StableDiffusion3Pipeline,
     ZImagePipeline,
 )
+from diffusers.pipelines.flux2.system_messages import SYSTEM_MESSAGE
 
 from app.web.cards import diffusers_snippet
 from srpo.models import load_generator
-from srpo.models.small import SMALL_FLUX2_LAYERS, small_generator
+from srpo.models.small import small_generator
+from srpo.models.small_flux2 import SMALL_FLUX2_LAYERS
 
 FULL = SimpleNamespace(
     format="full", weights_file="transformer/diffusion_pytorch_model.safetensors", job_id=1, step=2
@@ -34,6 +37,8 @@ def pipeline_of(name: str, generator):
     cls = {"qwen-image": QwenImagePipeline, "z-image": ZImagePipeline}.get(name)
     if cls is not None:
         return cls(**parts, text_encoder=enc.text_encoder, tokenizer=enc.tokenizer)
+    if generator.guidance_embeds:  # FLUX.2 dev: Mistral 3 behind its Pixtral processor
+        return Flux2Pipeline(**parts, text_encoder=enc.text_encoder, tokenizer=enc.processor)
     return Flux2KleinPipeline(**parts, text_encoder=enc.text_encoder, tokenizer=enc.tokenizer)
 
 
@@ -41,10 +46,14 @@ def pipeline_of(name: str, generator):
 SEQUENCE = {"sd3": 24, "qwen-image": 64, "z-image": 48, "flux2": 32}
 
 
-@pytest.mark.parametrize("name", list(SEQUENCE))
-def test_a_saved_folder_loads_through_the_loader(name, tmp_path):
-    options = {"variant": "klein"} if name == "flux2" else {}
-    original = small_generator(name, **options)
+@pytest.mark.parametrize(
+    ("name", "variant"),
+    [("sd3", None), ("qwen-image", None), ("z-image", None), ("flux2", "klein"), ("flux2", "dev")],
+)
+def test_a_saved_folder_loads_through_the_loader(name, variant, tmp_path):
+    original = small_generator(name, **({"variant": variant} if variant else {}))
+    if variant == "dev":  # a loaded dev encoder wraps prompts in the pipeline's system message
+        original.prompt_encoder.system_message = SYSTEM_MESSAGE
     extra = {"text_layers": SMALL_FLUX2_LAYERS} if name == "flux2" else {}
     pipeline_of(name, original).save_pretrained(tmp_path / "model")
     loaded = load_generator(
