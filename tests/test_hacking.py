@@ -3,6 +3,7 @@ the hacking monitor's warning, and the shape of `srpo bench hacking`."""
 
 import json
 import random
+from dataclasses import replace
 
 import pytest
 import torch
@@ -155,3 +156,33 @@ def test_the_ablations_change_one_thing_of_srpo_each():
     assert (lighting.positive_words, lighting.negative_words) == (["warm"], ["dark"])
     late = next(r for r in ablations() if r.name == "srpo_late_timesteps")
     assert tuple(row_config(late, 40, 0).direct_align.sigma_range) == (0.05, 0.3)
+
+
+def test_an_in_between_light_reads_as_a_cast_so_the_bench_names_the_light():
+    # Warm light and the cool cast share the frame's B - R axis: a render halfway between warm
+    # and bright light (what the generator makes when a prompt leaves the light open) reads as
+    # a large cast, though no cast was added. Named neutral light reads about 0.
+    scenes = sample_scenes(8, random.Random(2), background="gray", style="flat")
+    warm = render([replace(s, lighting="warm") for s in scenes])
+    bright = render([replace(s, lighting="bright") for s in scenes])
+    assert hack_statistic((warm + bright) / 2).min() > 0.1
+    assert hack_statistic(bright).abs().max() <= 0.02
+
+
+def test_the_bench_judges_the_hack_on_prompts_that_name_a_neutral_light():
+    from srpo.benchmarks.hacking import NEUTRAL_LIGHTS, judged_on
+    from srpo.config import preset
+    from srpo.evaluate import eval_set
+    from srpo.tiny_world.world import parse_prompt
+
+    data = eval_set(preset("tiny-demo", reward="tiny-biased"), 6)
+    lit = judged_on(data, ("photo", "painting"))
+    assert lit.seeds == data.seeds and len(lit.prompts) == len(data.prompts)
+    for open_light, named in zip(data.prompts, lit.prompts, strict=True):
+        content, _ = parse_prompt(open_light)
+        attributes, unknown = parse_prompt(named)
+        assert attributes.pop("lighting") in NEUTRAL_LIGHTS and attributes == content
+        assert not unknown
+    assert {parse_prompt(p)[0]["lighting"] for p in lit.prompts} == set(NEUTRAL_LIGHTS)
+    # A run that steers the light itself is judged with the light left open.
+    assert judged_on(data, ("warm", "dark")) == data

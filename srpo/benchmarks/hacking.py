@@ -16,6 +16,17 @@ held-out prompts and seeds:
 - ``reward_gain``: the training reward (SRPO: the SRP reward with k = 0; Direct-Align on
   r("photo. p"): that; the others: r(p)), after minus before; ``absolute_reward_gain``: r(p).
 
+The held-out prompts name a neutral light (``bright`` or ``dark``, alternately) beside their
+content: the cool cast ``tiny-biased`` favours and the tiny world's warm light lie on the same
+colour axis (both move the frame's ``B - R``; warm light's colour on a gray, less its gray,
+is within a few degrees of the cast's direction), so with the light left open the generator's
+in-between warm/bright renders, which the judge's light correction cannot model, make the
+statistic's spread over base images about 3.5 times larger (0.066 against 0.019 on 32
+prompts), and a fine-tune that changes how warm the open-light images come out reads as a
+cast. With the light named, a change of the light is a fidelity loss, and the frame's cast is
+the bias showing. The lighting ablation judges ``warm`` and is measured on the same content
+with the light left open (there the statistic moves with the light by construction).
+
 Ablations change one thing of SRPO each. Everything is measured in one process, one run.
 """
 
@@ -32,7 +43,7 @@ from typing import Any
 import torch
 
 from srpo.config import PRESETS, TrainConfig, preset
-from srpo.evaluate import EVAL_SEED, EvalSet, eval_set, judged_rates
+from srpo.evaluate import EVAL_SEED, EvalSet, attribute_of, eval_set, judged_rates
 from srpo.models import apply_checkpoint, generator_for
 from srpo.rewards import load_reward
 from srpo.rewards.base import TextImageReward
@@ -53,6 +64,8 @@ NO_INVERSION = {"inversion": False}
 # against; one standard deviation would call only a shift of every image by its whole
 # spread material.
 MATERIAL_EFFECT = 0.5
+# The lights that leave a neutral frame neutral, named in turn by the held-out prompts.
+NEUTRAL_LIGHTS = ("bright", "dark")
 
 
 def _old_discount(low: float, high: float) -> dict[str, dict[str, float]]:
@@ -133,6 +146,21 @@ def rewards_of(
     }
 
 
+def lit_eval_set(data: EvalSet) -> EvalSet:
+    """``data`` with a neutral light named in each prompt (``bright``, ``dark``, in turn)."""
+    prompts = [
+        f"{NEUTRAL_LIGHTS[i % len(NEUTRAL_LIGHTS)]}. {p}" for i, p in enumerate(data.prompts)
+    ]
+    return EvalSet(prompts, data.seeds, data.steps, data.shift)
+
+
+def judged_on(data: EvalSet, words: tuple[str, str]) -> EvalSet:
+    """The held-out set a run with these words is judged on: the light named (neutral), except
+    when the words steer the light itself."""
+    attribute = attribute_of(words[0])
+    return data if attribute and attribute[0] == "lighting" else lit_eval_set(data)
+
+
 def measure(
     generator, reward, data: EvalSet, words: tuple[str, str]
 ) -> tuple[dict[str, Any], torch.Tensor]:
@@ -154,7 +182,7 @@ def run_row(row: Row, data: EvalSet, base: dict[str, dict], steps: int, seed: in
         seconds = time.perf_counter() - began
         generator = generator_for(config)
         apply_checkpoint(generator, result.checkpoint, config)
-        after, images = measure(generator, reward, data, words)
+        after, images = measure(generator, reward, judged_on(data, words), words)
     before = base[words]
     drift = after["hack_cast"] - before["hack_cast"]
     return {
@@ -215,7 +243,7 @@ def bench_hacking(
         config = row_config(row, steps, seed)
         words = (config.positive_words[0], config.negative_words[0])
         if words not in base:
-            base[words], images = measure(generator, reward, data, words)
+            base[words], images = measure(generator, reward, judged_on(data, words), words)
             base_images = images if base_images is None else base_images
     spread = hack_statistic(base_images).std().item()
     results, columns = [], [base_images[:grid_rows]]
@@ -230,6 +258,7 @@ def bench_hacking(
         "reward": REWARD,
         "steps": steps,
         "prompts": len(data.prompts),
+        "judged_prompts": "held-out content, light named: " + " / ".join(NEUTRAL_LIGHTS),
         "hack_statistic": "cool cast B - R of the background frame beyond what the light explains",
         "hack_spread": spread,
         "hack_threshold": MATERIAL_EFFECT * spread,
