@@ -8,14 +8,19 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import delete, select
 
 import app.web.pages as pages
-from app.core.models import Role
+from app.core import login_failures
+from app.core.models import LoginFailure, Role
+from app.core.settings import Settings
+from app.core.startup import prepare
 from app.web.auth import SESSION_COOKIE
 from app.web.factory import create_app
 from app.web.throttle import LoginGuard
@@ -185,8 +190,10 @@ def guarded(studio) -> Iterator[tuple]:
     """The studio with fresh sign-in limits on a hand-moved clock: 3 free failures, two
     password checks at once (driven by an async client that gives each request its address)."""
     app = studio[0]
+    db = app.state.studio.db
+    db.write(lambda s: s.execute(delete(LoginFailure)))  # counters other tests left
     clock, before = Clock(), app.state.login_guard
-    app.state.login_guard = LoginGuard(3, 60.0, 2, clock=clock)
+    app.state.login_guard = LoginGuard(db, 3, 60.0, 2, clock=clock)
     yield app, clock
     app.state.login_guard = before
 
@@ -218,7 +225,7 @@ def test_wrong_passwords_back_off_with_429_and_the_right_one_too(guarded) -> Non
 
 def test_backoff_doubles_up_to_its_cap_and_old_failures_are_forgiven(guarded) -> None:
     app, clock = guarded
-    app.state.login_guard = LoginGuard(3, 4.0, 2, clock=clock)
+    app.state.login_guard = LoginGuard(app.state.studio.db, 3, 4.0, 2, clock=clock)
 
     def login(password: str) -> httpx.Response:
         return asyncio.run(post_login(app, "10.0.0.5", "tom", password))
@@ -274,3 +281,59 @@ def test_a_flood_of_wrong_logins_runs_bounded_argon2_work_and_a_real_login_gets_
     assert statuses.count(401) <= 2 * 4
     assert all(a.headers.get("retry-after") for a in flood if a.status_code == 429)
     assert most <= 2  # login_concurrency
+
+
+def two_studios_share_sign_in_limits(settings: Settings) -> None:
+    """Two studio processes' apps on one database (``settings``' database, 3 free failures):
+    failures counted by either lock the name and the address out in both, and a lockout one
+    of them set holds in the other, which has never seen it."""
+    first, second = create_app(settings), create_app(settings)
+    db, clock = first.state.studio.db, Clock()
+    clock.now = time.time()
+    assert first.state.login_guard is not second.state.login_guard
+    for app in (first, second):
+        app.state.login_guard.clock = clock  # both on one hand-moved clock
+    add_account(db, "sam", Role.TRAINER)
+    add_account(db, "sid", Role.TRAINER)
+
+    def login(app, address: str, username: str, password: str) -> httpx.Response:
+        return asyncio.run(post_login(app, address, username, password))
+
+    # four wrong guesses, taken in turn by the two processes: 3 free, then one more
+    apps = [first, second, first, second]
+    assert [login(app, "10.1.0.1", "sam", "a wrong guess").status_code for app in apps] == [401] * 4
+    for app in (first, second):
+        refused = login(app, "10.1.0.2", "SAM", PASSWORD)  # the name, from anywhere
+        assert refused.status_code == 429 and refused.headers["retry-after"] == "1"
+        assert login(app, "10.1.0.1", "sid", PASSWORD).status_code == 429  # the address
+    assert login(second, "10.1.0.3", "sid", PASSWORD).status_code == 303
+    clock.now += 1
+    assert login(second, "10.1.0.1", "sam", "a wrong guess").status_code == 401
+    assert login(first, "10.1.0.2", "sam", PASSWORD).status_code == 429  # now 2 s
+    clock.now += 2
+    assert login(first, "10.1.0.2", "sam", PASSWORD).status_code == 303
+    with db.session() as session:  # the sign-in cleared the name's count in the database
+        assert session.get(LoginFailure, "u:sam") is None
+        assert session.get(LoginFailure, "a:10.1.0.1").failures == 5
+
+
+def test_two_studio_processes_on_one_sqlite_file_share_sign_in_limits(tmp_path) -> None:
+    two_studios_share_sign_in_limits(web_settings(tmp_path, login_free_failures=3))
+
+
+def test_forgiven_counters_are_deleted_and_others_kept(tmp_path) -> None:
+    db = prepare(web_settings(tmp_path))
+    now = 10_000.0
+
+    def admit(key: str, at: float) -> float:
+        return db.write(lambda s: login_failures.admit(s, (key,), at, 1, 60.0))[0]
+
+    for n in range(50):  # a spray of names, each failing once long ago
+        admit(f"u:sprayed{n}", now - 61)
+    for _ in range(3):
+        admit("u:locked", now - 59)  # locked out, its last failure within the cap
+    admit("u:recent", now)
+    assert db.write(lambda s: login_failures.forget_old(s, now, 60.0)) == 50
+    with db.session() as session:
+        kept = session.scalars(select(LoginFailure.key)).all()
+    assert sorted(kept) == ["u:locked", "u:recent"]

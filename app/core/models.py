@@ -180,6 +180,19 @@ class WebSession(Base):
     revoked_at: Mapped[datetime | None]
 
 
+class LoginFailure(Base):
+    """Failed sign-ins of one user name (``u:NAME``) or client address (``a:ADDRESS``), kept
+    in the database so that every studio process counts and locks out together
+    (:mod:`app.core.login_failures`). Times are seconds since the epoch."""
+
+    __tablename__ = "login_failures"
+
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    locked_until: Mapped[float] = mapped_column(Float, default=0.0)
+    last_failure: Mapped[float] = mapped_column(Float, default=0.0)
+
+
 class ApiToken(Base):
     """A bearer token; only its sha256 is stored."""
 

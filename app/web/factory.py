@@ -79,7 +79,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.studio, app.state.authenticator = studio, authenticator
     app.state.login_guard = LoginGuard(
-        settings.login_free_failures, settings.login_max_lockout_seconds, settings.login_concurrency
+        db,
+        settings.login_free_failures,
+        settings.login_max_lockout_seconds,
+        settings.login_concurrency,
     )
     app.add_exception_handler(StudioError, _studio_error)
     app.add_exception_handler(RequestValidationError, _invalid)

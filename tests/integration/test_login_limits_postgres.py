@@ -1,0 +1,47 @@
+"""Sign-in limits shared through PostgreSQL (issue 14, item 4): two studio apps on one
+database lock out together, and concurrent attempts from many processes' threads are
+counted exactly, each admitted only while the counters allow it."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from app.core import login_failures
+from app.core.db import Database
+from app.core.models import LoginFailure
+from app.core.startup import prepare
+from tests.test_web_sessions import two_studios_share_sign_in_limits
+from tests.web_support import web_settings
+
+
+def test_two_studio_processes_on_postgresql_share_sign_in_limits(
+    tmp_path, empty_postgres_url
+) -> None:
+    settings = web_settings(tmp_path, database_url=empty_postgres_url, login_free_failures=3)
+    two_studios_share_sign_in_limits(settings)
+
+
+def test_concurrent_attempts_are_each_counted_once_and_admitted_within_the_limit(
+    tmp_path, empty_postgres_url
+) -> None:
+    settings = web_settings(tmp_path, database_url=empty_postgres_url)
+    prepare(settings)
+    engines = [Database(settings.database) for _ in range(4)]  # as four processes' pools
+    now = time.time()
+
+    def attempt(n: int) -> float:
+        db = engines[n % len(engines)]
+        keys = ("u:target", f"a:10.2.0.{n}")
+        wait, _ = db.write(lambda s: login_failures.admit(s, keys, now, 5, 900.0))
+        return wait
+
+    with ThreadPoolExecutor(16) as pool:
+        waits = list(pool.map(attempt, range(40)))
+    admitted = waits.count(0.0)
+    assert admitted == 6  # 5 free, then one more, then the name is locked out
+    with engines[0].session() as session:
+        assert session.get(LoginFailure, "u:target").failures == admitted
+        assert session.get(LoginFailure, "u:target").locked_until == now + 1
+    for db in engines:
+        db.dispose()
