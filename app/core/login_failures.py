@@ -68,10 +68,13 @@ def admit(
 def settle(session: Session, keys: Sequence[str], free: int) -> None:
     """A sign-in with ``keys`` (user name first) succeeded: clear the user name's counter and
     take this attempt back from the others, lifting a lockout that no longer has the
-    failures past ``free`` to hold it."""
-    user, *others = [key[:MAX_KEY] for key in keys]
-    session.execute(delete(LoginFailure).where(LoginFailure.key == user))
-    for row in _locked(session, others) if others else []:
+    failures past ``free`` to hold it. Rows are locked in the order :func:`admit` locks
+    them, so the two never deadlock."""
+    user = keys[0][:MAX_KEY]
+    for row in _locked(session, [key[:MAX_KEY] for key in keys]):
+        if row.key == user:
+            session.delete(row)
+            continue
         row.failures = max(0, row.failures - 1)
         if row.failures <= free:
             row.locked_until = 0.0

@@ -45,3 +45,24 @@ def test_concurrent_attempts_are_each_counted_once_and_admitted_within_the_limit
         assert session.get(LoginFailure, "u:target").locked_until == now + 1
     for db in engines:
         db.dispose()
+
+
+def test_sign_ins_and_failures_on_one_name_and_address_at_once_never_deadlock(
+    tmp_path, empty_postgres_url
+) -> None:
+    settings = web_settings(tmp_path, database_url=empty_postgres_url)
+    prepare(settings)
+    engines = [Database(settings.database) for _ in range(4)]
+    keys, now = ("u:pat", "a:10.3.0.1"), time.time()
+
+    def attempt(n: int) -> None:
+        db = engines[n % len(engines)]
+        if n % 2:  # a sign-in
+            db.write(lambda s: login_failures.settle(s, keys, 1000))
+        else:
+            db.write(lambda s: login_failures.admit(s, keys, now, 1000, 900.0))
+
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(attempt, range(200)))  # a deadlock would raise here
+    for db in engines:
+        db.dispose()
