@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import pytest
 from sqlalchemy import func, select, update
 
-from app.core import jobs
+from app.core import jobs, submission
 from app.core.db import database
-from app.core.errors import Conflict, StudioError
+from app.core.errors import Conflict, StudioError, TooMany
 from app.core.jobs import LeaseLost, LeaseStatus
-from app.core.models import Job, JobRun, JobState, RunOutcome, utcnow
+from app.core.models import Job, JobRun, JobState, RunOutcome, User, utcnow
 from app.core.settings import Settings
 from app.core.startup import prepare
+from app.core.users import create_user
 from srpo.config import preset
 from tests.integration.conftest import distributed_settings
 
@@ -145,3 +147,33 @@ def test_concurrent_claims_on_postgres_give_exactly_one_lease(tmp_path, postgres
     with db.session() as session:
         runs = session.scalars(select(JobRun).where(JobRun.job_id.in_(job_ids))).all()
         assert len(runs) == 5 and {r.outcome for r in runs} == {RunOutcome.RUNNING}
+
+
+def test_a_burst_of_60_jobs_from_one_user_on_postgres_stops_at_the_quota(
+    tmp_path, empty_postgres_url, redis_url
+) -> None:
+    """Issue 14 item 2: 60 jobs in a burst were all accepted; concurrent submissions of one
+    user (each its own transaction on PostgreSQL) store exactly the quota, the rest get 429."""
+    settings = distributed_settings(
+        tmp_path, empty_postgres_url, redis_url, max_queued_jobs_per_user=20
+    )
+    db = prepare(settings)
+    db.write(lambda s: create_user(s, "burst", "a long passphrase", "trainer"))
+    owner = db.write(lambda s: s.scalar(select(User.id).where(User.username == "burst")))
+    barrier = threading.Barrier(12)
+
+    def submit(n: int) -> int | str:
+        if n < 12:
+            barrier.wait()
+        try:
+            return submission.submit_job(db, settings, TINY, owner_id=owner)
+        except TooMany as refused:
+            return str(refused)
+
+    with ThreadPoolExecutor(12) as pool:
+        answers = list(pool.map(submit, range(60)))
+    stored = [a for a in answers if isinstance(a, int)]
+    refused = [a for a in answers if isinstance(a, str)]
+    assert len(stored) == 20 and len(refused) == 40
+    assert all("SRPO_MAX_QUEUED_JOBS_PER_USER" in r for r in refused)
+    assert _count(db) == 20
