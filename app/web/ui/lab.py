@@ -57,14 +57,14 @@ def pixels_for(
     """The images to score: sampled from a model at fixed seeds (``on_step(done, total)``
     hears of each denoising step; ``base``: what ``base`` means, default the studio's base
     model), or uploaded (at ``reward``'s input size, default the studio's reward's)."""
-    from srpo import lab
+    from srpo import lab, lab_uploads
     from srpo.sampling import parse_seeds
 
     if source == "uploads":
         if not uploads:
             raise StudioError("uploads: add at least one image (PNG, JPEG or WebP)")
         size = lab.reward_input_size(reward if reward is not None else studio.models.reward())
-        return lab.load_uploads(list(uploads), size)
+        return lab_uploads.load_uploads(list(uploads), size)
     chosen = parse_seeds(seeds or "")
     if len(chosen) > MAX_SEEDS:
         raise StudioError(f"seeds: at most {MAX_SEEDS} in the lab")
