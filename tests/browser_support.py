@@ -1,13 +1,19 @@
-"""What the browser tests share: Debian's Chromium, waits, and Playwright helpers for the
-studio's pages (tabs, dropdowns, dataframes, screenshots)."""
+"""What the browser tests share: Debian's Chromium, waits, Playwright helpers for the
+studio's pages (tabs, dropdowns, dataframes, screenshots) and a way to keep the embedded
+worker busy."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+from celery import Celery
 from playwright.sync_api import Browser, Locator, Page, expect
+
+from app.core import dispatch
+from app.core.settings import Settings
 
 CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOTS = Path(__file__).resolve().parents[1] / "test-artifacts" / "screenshots"
@@ -61,3 +67,32 @@ def wait_until(check: Callable[[], bool], what: str) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.3)
+
+
+class WorkerHold:
+    """A task that keeps the embedded worker (one task at a time) busy until released, so
+    that work sent meanwhile (a campaign's rendering) waits in its queue. Create it before
+    the worker starts, which only runs the tasks it knows at its start."""
+
+    NAME = "tests.browser.hold"
+
+    def __init__(self, worker_app: Celery, settings: Settings) -> None:
+        self.settings = settings
+        self.started, self.released = threading.Event(), threading.Event()
+        worker_app.task(name=self.NAME)(self._run)
+
+    def _run(self) -> None:
+        self.started.set()
+        self.released.wait(WORK_WAIT_MS / 1000)
+
+    def hold(self) -> None:
+        """Send the task to the rendering queue and wait until the worker runs it."""
+        self.started.clear()
+        self.released.clear()
+        dispatch.client(self.settings).send_task(self.NAME, queue=self.settings.render_queue)
+        if not self.started.wait(WORK_WAIT_MS / 1000):
+            raise AssertionError("the embedded worker did not take the hold task")
+
+    def release(self) -> None:
+        """Let the worker go on to the work queued behind the hold."""
+        self.released.set()

@@ -3,8 +3,9 @@ in embedded mode (SQLite, the SQLAlchemy broker, an in-process worker that reall
 
 A trainer signs in through the login page, previews a reward shift in the Reward Lab, queues
 the tiny demo (shortened in the form's quick fields) and watches it succeed in the job list,
-creates a campaign of the new checkpoint ("browser demo · step 2") against the base model and
-sees the campaign table follow its rendering, downloads the checkpoint with the browser's
+creates a campaign of the new checkpoint ("browser demo · step 2") against the base model
+while the worker is busy, stops its rendering (cancelled) and resumes it, and sees the
+campaign table follow its rendering, downloads the checkpoint with the browser's
 session cookie (its sha256 matches the page and the database) and runs the page's snippet on the
 downloaded file alone, votes (confirmed), sees the forest plot, verdict, rater quality and
 exports the raw votes as a named file; a rater votes in the raters' app, undoes the vote and
@@ -51,6 +52,7 @@ from tests.browser_support import (
     CHROMIUM,
     PAGE_WAIT_MS,
     WORK_WAIT_MS,
+    WorkerHold,
     choose,
     new_page,
     open_tab,
@@ -75,11 +77,12 @@ RATERS = "Rater quality (gold pairs, repeated pairs, agreement with the majority
 
 @dataclass(frozen=True)
 class Served:
-    """A running studio: its URL, database and storage root."""
+    """A running studio: its URL, database, storage root and a hold on its worker."""
 
     url: str
     db: Database
     storage: Path
+    worker: WorkerHold
 
 
 @pytest.fixture(scope="module")
@@ -93,8 +96,10 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     db = app.state.studio.db
     add_account(db, "tess", Role.TRAINER)
     add_account(db, "rory", Role.RATER)
-    with EmbeddedWorker(settings), serve(app) as url:
-        yield Served(url, db, settings.storage)
+    worker = EmbeddedWorker(settings)
+    hold = WorkerHold(worker.celery, settings)
+    with worker, serve(app) as url:
+        yield Served(url, db, settings.storage, hold)
 
 
 @pytest.fixture(scope="module")
@@ -242,10 +247,12 @@ def final_checkpoint(db: Database, job_id: int) -> Checkpoint | None:
         ).first()
 
 
-def create_campaign(page: Page, label: str) -> int:
+def create_campaign(page: Page, label: str, worker: WorkerHold) -> int:
     """Create a campaign of the checkpoint (shown by its ``label``) against the base model in
-    the Arena tab; the campaign table follows its rendering on its own until it is ready."""
+    the Arena tab while the worker is busy; stop its rendering and resume it; the campaign
+    table follows its rendering on its own until it is ready."""
     tab = open_tab(page, "Arena")
+    worker.hold()
     tab.get_by_label("Name", exact=True).fill("browser campaign")
     tab.get_by_role("checkbox", name="base", exact=True).check()
     tab.get_by_role("checkbox", name=label, exact=True).check()
@@ -255,8 +262,9 @@ def create_campaign(page: Page, label: str) -> int:
     created = tab.get_by_text(re.compile(r"Created campaign \d+;"))
     expect(created).to_be_visible()
     campaign_id = int(re.search(r"\d+", created.inner_text()).group())
-    # no click: the tab's timer re-reads the table while the campaign renders
     campaigns = tab.get_by_role("grid", name="Campaigns", exact=True)
+    stop_and_resume(tab, campaigns, campaign_id, worker)
+    # no click: the tab's timer re-reads the table while the campaign renders
     expect(campaigns.get_by_role("gridcell", name="2 of 2 images", exact=True)).to_be_visible(
         timeout=WORK_WAIT_MS
     )
@@ -269,6 +277,20 @@ def create_campaign(page: Page, label: str) -> int:
         f"base, {label}",
     ]
     return campaign_id
+
+
+def stop_and_resume(tab: Locator, campaigns: Locator, campaign_id: int, worker: WorkerHold) -> None:
+    """Stop the new campaign's rendering (Stop and Resume act on the campaign chosen under
+    Results, which follows the one just created) while it waits for the worker: the table
+    shows it cancelled with no image; resume it and let the worker go on."""
+    tab.get_by_role("button", name="Stop rendering").click()
+    expect(tab.get_by_text(f"Campaign {campaign_id}: rendering stops")).to_be_visible()
+    (row,) = table_rows(tab, "Campaigns", 1)
+    assert row[2:4] == ["cancelled", "0 of 2 images"]
+    worker.release()  # the queued rendering task finds the campaign cancelled and ends
+    tab.get_by_role("button", name="Resume rendering").click()
+    expect(tab.get_by_text(f"Campaign {campaign_id}: rendering resumes.")).to_be_visible()
+    expect(campaigns.get_by_role("gridcell", name="cancelled", exact=True)).to_have_count(0)
 
 
 def download_checkpoint(
@@ -451,7 +473,7 @@ def test_a_trainer_and_a_rater_use_every_tab(
     checkpoint = final_checkpoint(served.db, job_id)
     assert checkpoint is not None and checkpoint.step == 2
     label = f"browser demo · step {checkpoint.step}"
-    campaign_id = create_campaign(page, label)
+    campaign_id = create_campaign(page, label, served.worker)
     assert campaign_ready(served.db, campaign_id)
     download_checkpoint(browser, page, served, checkpoint, tmp_path)
     vote_and_see_results(page, served.db, campaign_id, label)
