@@ -82,8 +82,14 @@ class LoginGuard:
 
     @staticmethod
     def keys(username: str, address: str) -> tuple[str, str]:
-        """The counters one attempt touches: its user name (any case) and its address."""
-        return "u:" + username.strip().casefold()[:64], "a:" + address[:128]
+        """The counters one attempt touches: its user name (any case) and its address, with
+        anything but printable ASCII escaped (a NUL byte or a lone surrogate is no text that
+        PostgreSQL stores)."""
+
+        def escaped(text: str) -> str:
+            return text.encode("unicode_escape").decode("ascii")
+
+        return "u:" + escaped(username.strip().casefold()[:64]), "a:" + escaped(address[:128])
 
     def _remember(self, lockouts: dict[str, float], now: float) -> None:
         with self._lock:

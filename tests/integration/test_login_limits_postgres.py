@@ -7,10 +7,14 @@ from __future__ import annotations
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+from fastapi.testclient import TestClient
+
 from app.core import login_failures
 from app.core.db import Database
 from app.core.models import LoginFailure
 from app.core.startup import prepare
+from app.web.factory import create_app
+from app.web.throttle import LoginGuard
 from tests.test_web_sessions import two_studios_share_sign_in_limits
 from tests.web_support import web_settings
 
@@ -66,3 +70,20 @@ def test_sign_ins_and_failures_on_one_name_and_address_at_once_never_deadlock(
         list(pool.map(attempt, range(200)))  # a deadlock would raise here
     for db in engines:
         db.dispose()
+
+
+def test_names_with_nul_bytes_or_lone_surrogates_are_counted_not_a_500(
+    tmp_path, empty_postgres_url
+) -> None:
+    settings = web_settings(tmp_path, database_url=empty_postgres_url, login_free_failures=1)
+    app = create_app(settings)
+    form = {"content-type": "application/x-www-form-urlencoded"}
+    with TestClient(app, raise_server_exceptions=False, follow_redirects=False) as client:
+        for body in ("username=a%00b&password=x", "username=%ED%A0%80&password=x"):
+            answers = [client.post("/login", content=body, headers=form) for _ in range(3)]
+            statuses = [answer.status_code for answer in answers]
+            assert statuses[0] == 401 and statuses[2] == 429, answers[0].text  # counted
+            app.state.login_guard.clock = lambda: time.time() + 10  # past the lockouts
+    guard, keys = app.state.login_guard, LoginGuard.keys("x\ud800\x00", "10.4.0.1")
+    assert guard.db.write(lambda s: login_failures.admit(s, keys, time.time(), 1, 60.0))[0] == 0
+    guard.db.dispose()
