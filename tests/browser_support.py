@@ -4,6 +4,10 @@ worker busy."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -58,6 +62,25 @@ def table_rows(scope: Locator, label: str, count: int | None = None) -> list[lis
     if count is not None:
         expect(body).to_have_count(count)
     return [[c.strip() for c in r.get_by_role("gridcell").all_inner_texts()] for r in body.all()]
+
+
+def run_snippet(tab: Locator, download: Path) -> None:
+    """The page's loading snippet, run as shown next to the downloaded file alone, loads it."""
+    snippet = tab.locator(".cm-content").nth(1).inner_text()
+    assert download.name in snippet, snippet
+    alone = download.parent / "alone"
+    alone.mkdir()
+    shutil.copy(download, alone / download.name)
+    done = subprocess.run(
+        [sys.executable, "-c", snippet + "\nprint(type(transformer).__name__)"],
+        cwd=alone,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+        capture_output=True,
+        text=True,
+        timeout=WORK_WAIT_MS / 1000,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().endswith("Transformer2DModel")
 
 
 def wait_until(check: Callable[[], bool], what: str) -> None:

@@ -1,8 +1,10 @@
 """The studio in a real browser: Debian's Chromium, driven by Playwright, against a served studio
 in embedded mode (SQLite, the SQLAlchemy broker, an in-process worker that really trains).
 
-A trainer signs in through the login page, previews a reward shift in the Reward Lab, queues
-the tiny demo (shortened in the form's quick fields) and watches it succeed in the job list,
+A trainer signs in through the login page, previews a reward shift in the Reward Lab (an
+empty table before, then scores, rankings, saliency overlays and their colour scale) and sweeps
+words (an unknown one named), queues the tiny demo (shortened in the form's quick fields) and
+watches it succeed in the job list and its log,
 creates a campaign of the new checkpoint ("browser demo · step 2") against the base model
 while the worker is busy, stops its rendering (cancelled) and resumes it, and sees the
 campaign table follow its rendering, downloads the checkpoint with the browser's
@@ -10,19 +12,16 @@ session cookie (its sha256 matches the page and the database) and runs the page'
 downloaded file alone, votes (confirmed), sees the forest plot, verdict, rater quality and
 exports the raw votes as a named file; a rater votes in the raters' app, undoes the vote and
 votes again; an admin adds and disables a user in the Admin tab, which the trainer does not
-see; Compare samples pairs step 0 with the newest step and Compare two models renders the base
-model beside the checkpoint. Each tab is saved as a full-page screenshot under
+see; a rater opening the studio gets a page that links to the rating app; Compare samples
+pairs step 0 with the newest step and Compare two models renders the base model beside the
+checkpoint. Each tab is saved as a full-page screenshot under
 ``test-artifacts/screenshots/``.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
 import re
-import shutil
-import subprocess
-import sys
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -56,6 +55,7 @@ from tests.browser_support import (
     choose,
     new_page,
     open_tab,
+    run_snippet,
     screenshot,
     table_rows,
     wait_until,
@@ -132,10 +132,14 @@ def sign_in(page: Page, url: str, username: str, landing: str) -> None:
 def preview_reward_shift(page: Page) -> None:
     """Score images of the base model for photo vs painting: scores and rankings appear."""
     tab = open_tab(page, "Reward Lab")
+    grid = tab.get_by_role("grid", name="Scores per image", exact=True)
+    # before the first preview: headed and empty, not Gradio's "1 2 3"
+    expect(grid.get_by_role("columnheader", name="r(p)", exact=True)).to_be_visible()
+    expect(grid.get_by_role("columnheader", name="1", exact=True)).to_have_count(0)
+    expect(tab.get_by_text("a job that uses the preset trains its denoise")).to_be_visible()
     tab.get_by_label("Seeds").fill(f"0-{LAB_SEEDS - 1}")
     tab.get_by_role("button", name="Preview reward shift").click()
     expect(tab.get_by_text(f"Scored {LAB_SEEDS} image(s)")).to_be_visible(timeout=WORK_WAIT_MS)
-    grid = tab.get_by_role("grid", name="Scores per image", exact=True)
     for header in ("r(p)", "r(photo. p)", "r(painting. p)", "srp", "rank before", "rank after"):
         expect(grid.get_by_role("columnheader", name=header, exact=True)).to_be_visible()
     rows = table_rows(tab, "Scores per image", LAB_SEEDS)
@@ -146,6 +150,15 @@ def preview_reward_shift(page: Page) -> None:
         order = ", ".join(f"#{row[0]}" for row in sorted(rows, key=lambda r: int(r[column])))
         expect(ranking).to_contain_text(f"{title} ")
         expect(ranking).to_contain_text(order)
+    # one saliency overlay per image, captioned with its SRP, beside the colour scale
+    expect(tab.locator('img[alt*=" · SRP "]')).to_have_count(LAB_SEEDS)
+    scale = tab.locator(".block", has=page.get_by_text("Colour scale", exact=True))
+    expect(scale.locator("img")).to_be_visible()
+    tab.get_by_text("Sensitivity sweep", exact=True).click()
+    tab.get_by_role("button", name="Sweep", exact=True).click()
+    expect(tab.get_by_text("tokenizer does not know “zebra”")).to_be_visible()
+    swept = {row[0]: row[-1] for row in table_rows(tab, "Reward shift per word", 7)}
+    assert swept["zebra"] == "unknown: zebra" and swept["photo"] == ""
     screenshot(page, "1-reward-lab")
 
 
@@ -168,10 +181,15 @@ def queue_tiny_demo(page: Page, served: Served) -> int:
     # the job list is re-read on the same timer, and may be one tick behind the progress
     jobs = tab.get_by_role("grid", name="Jobs", exact=True)
     expect(jobs.get_by_role("gridcell", name="succeeded", exact=True)).to_be_visible()
+    header = jobs.get_by_role("columnheader").first  # headers break between words only
+    assert header.evaluate("cell => getComputedStyle(cell).wordBreak") == "keep-all"
     (row,) = [r for r in table_rows(tab, "Jobs") if r[0] == str(job_id)]
     assert row[1:3] == ["browser demo", "succeeded"]
     assert row[4:6] == ["100%", "2/2"]
-    expect(tab.get_by_label("Job log")).to_have_value(re.compile("succeeded at step 2"))
+    log = tab.get_by_label("Job log")
+    expect(log).to_have_value(re.compile("succeeded at step 2"))
+    for line in (r"step 1/2 · loss \S+ · reward \S+ ± \S+ · \S+ s/step", "checkpoint at step 2"):
+        expect(log).to_have_value(re.compile(line))
     with served.db.session() as session:
         job = session.get(Job, job_id)
         assert (job.state, job.step, job.error) == (JobState.SUCCEEDED, 2, None)
@@ -349,25 +367,6 @@ def compare_models(tab: Locator, label: str) -> None:
         expect(images.nth(index)).to_have_attribute("alt", alt)
 
 
-def run_snippet(tab: Locator, download: Path) -> None:
-    """The page's loading snippet, run as shown next to the downloaded file alone, loads it."""
-    snippet = tab.locator(".cm-content").nth(1).inner_text()
-    assert download.name in snippet, snippet
-    alone = download.parent / "alone"
-    alone.mkdir()
-    shutil.copy(download, alone / download.name)
-    done = subprocess.run(
-        [sys.executable, "-c", snippet + "\nprint(type(transformer).__name__)"],
-        cwd=alone,
-        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
-        capture_output=True,
-        text=True,
-        timeout=WORK_WAIT_MS / 1000,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.strip().endswith("Transformer2DModel")
-
-
 def campaign_ready(db: Database, campaign_id: int) -> bool:
     """Whether the campaign's pairs are rendered (raises if rendering failed)."""
     with db.session() as session:
@@ -483,6 +482,9 @@ def test_a_trainer_and_a_rater_use_every_tab(
 
     rater = new_page(browser)
     sign_in(rater, served.url, "rory", "/rate/")
+    rater.goto(served.url + "/studio/")  # a page that says where a rater goes, not JSON
+    expect(rater.get_by_role("link", name="the rating app")).to_have_attribute("href", "/rate/")
+    rater.goto(served.url + "/rate/")
     vote(rater, rater, campaign_id, "Right", "5-rate")
     undo_and_vote_again(rater, "Tie")
     assert votes_of(served.db, "rory") == ["tie"]

@@ -193,6 +193,24 @@ def test_checkpoint_handler_shows_sha_card_and_snippet(ctx) -> None:
     assert ("base", "base") in model_a["choices"]  # the compare view's models
 
 
+def test_evaluate_shows_its_result_in_the_model_card_and_the_table(ctx, monkeypatch) -> None:
+    _, checkpoint_id, _ = stored_checkpoint(ctx.db, ctx.settings)
+    assert "Not evaluated yet" in checkpoints.show(ctx.studio, checkpoint_id, ctx.trainer)[2]
+    result = {"base": {"reward": 0.25}, "finetuned": {"reward": 0.75}}
+    heard = []
+
+    def evaluated(folder, prompts, on_step):
+        on_step(1, 2)
+        heard.append(folder.name)
+        return result
+
+    monkeypatch.setattr("srpo.evaluate.evaluate_checkpoint", evaluated)
+    message, table, card = checkpoints.evaluate(ctx.studio, checkpoint_id, ctx.trainer)
+    assert heard == ["step-000001"] and message.startswith("Evaluated on")
+    assert "Not evaluated yet" not in card and "| reward | 0.2500 | 0.7500 |" in card
+    assert table.set_index("id").loc[checkpoint_id, "eval reward"] == 0.75
+
+
 def test_export_names_and_an_empty_forest_plot() -> None:
     from app.core.arena_export import export_name
 
