@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from app.core.dispatch import GRID_TASK, PAIRS_TASK, TRAIN_TASK, client
 from app.core.settings import Settings
 from worker.celery_app import make_celery
@@ -36,3 +38,14 @@ def test_the_studio_sends_through_a_client_without_the_workers_tasks(tmp_path) -
     assert sender.conf.broker_url == "redis://h:1/2"
     assert not {TRAIN_TASK, PAIRS_TASK, GRID_TASK} & set(sender.tasks)
     assert sender.amqp.router.route({}, TRAIN_TASK)["queue"].name == "gpu-node"
+
+
+def test_a_worker_process_goes_offline_unless_hub_ids_are_allowed(tmp_path, monkeypatch) -> None:
+    """Issue 14 item 1: ``celery -A worker.celery_app worker`` (the compose worker) never runs
+    the studio's start-up, yet it loads models in its own process to render campaigns."""
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.delenv(name, raising=False)
+    make_celery(Settings(data_dir=tmp_path, allow_hub=True))
+    assert "HF_HUB_OFFLINE" not in os.environ
+    make_celery(Settings(data_dir=tmp_path))
+    assert os.environ["HF_HUB_OFFLINE"] == os.environ["TRANSFORMERS_OFFLINE"] == "1"

@@ -12,11 +12,15 @@ from celery import Celery
 
 from app.core.dispatch import celery_options
 from app.core.settings import Settings, get_settings
+from app.core.startup import stay_offline
 from worker.tasks import register
 
 
 def make_celery(settings: Settings) -> Celery:
-    """A Celery app for ``settings``: late acks, requeue on worker loss, prefetch 1."""
+    """A Celery app for ``settings``: late acks, requeue on worker loss, prefetch 1. Unless
+    ``SRPO_ALLOW_HUB`` is set, this process goes offline (``HF_HUB_OFFLINE``): a worker
+    started as ``celery -A worker.celery_app`` renders campaigns and grids in it."""
+    stay_offline(settings)
     celery = Celery("srpo", broker=settings.broker, backend=settings.results, set_as_current=False)
     celery.conf.update(
         celery_options(settings),

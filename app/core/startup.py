@@ -14,6 +14,13 @@ from app.core.settings import Settings
 from app.core.users import bootstrap_admin
 
 
+def stay_offline(settings: Settings) -> None:
+    """Unless ``SRPO_ALLOW_HUB`` is set, set ``HF_HUB_OFFLINE`` (and
+    ``TRANSFORMERS_OFFLINE``) for this process, so nothing it loads reaches a model hub."""
+    if not settings.allow_hub:
+        os.environ["HF_HUB_OFFLINE"] = os.environ["TRANSFORMERS_OFFLINE"] = "1"
+
+
 def prepare(settings: Settings) -> Database:
     """Create the data and storage folders, migrate the database, add the first admin.
 
@@ -23,8 +30,7 @@ def prepare(settings: Settings) -> Database:
     Unless ``SRPO_ALLOW_HUB`` is set, ``HF_HUB_OFFLINE`` is set for this process (and the
     settings pass it to every process the worker starts), so nothing reaches a model hub.
     """
-    if not settings.allow_hub:
-        os.environ["HF_HUB_OFFLINE"] = os.environ["TRANSFORMERS_OFFLINE"] = "1"
+    stay_offline(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     settings.storage.mkdir(parents=True, exist_ok=True)
     db = database(settings.database)
