@@ -5,6 +5,7 @@ each Gradio app's files in its own folder under the data directory."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from fastapi.testclient import TestClient
 from starlette.routing import Mount
 
 from app.core.models import Role
+from app.core.settings import Settings
 from app.web.auth import SESSION_COOKIE
 from app.web.factory import create_app
 from tests.web_support import PASSWORD, add_account, web_settings
@@ -200,3 +202,22 @@ def test_the_studio_trusts_forwarded_addresses_only_from_proxies_it_is_told_of()
     assert seen()[0] == "127.0.0.1"
     assert seen("--forwarded-allow-ips", "127.0.0.1")[0] == "203.0.113.9"
     assert seen("--forwarded-allow-ips", "10.0.0.2")[0] == "127.0.0.1"
+
+
+def test_security_md_states_the_model_and_names_tests_that_exist() -> None:
+    """Issue 14: docs/security.md states roles and ownership, what each setting opens, what
+    is stored where, how to rotate the secret key and what the tests cover; every test file
+    its table names exists, and every ``SRPO_`` name it uses is a setting."""
+    root = Path(__file__).resolve().parent.parent
+    text = (root / "docs" / "security.md").read_text()
+    headings = re.findall(r"^## (.+)$", text, re.M)
+    for wanted in ("Roles and ownership", "What each setting opens", "What is stored where"):
+        assert wanted in headings
+    assert "Rotating the secret key" in headings and "What the tests cover" in headings
+    tests = text.split("## What the tests cover", 1)[1]
+    named = set(re.findall(r"`(tests/[\w/]+\.py)`", tests))
+    assert len(named) >= 15
+    assert [path for path in sorted(named) if not (root / path).is_file()] == []
+    settings = {f"SRPO_{name.upper()}" for name in Settings.model_fields}
+    used = set(re.findall(r"`(SRPO_[A-Z_]+)", text)) - {"SRPO_"}
+    assert used - settings == set()
