@@ -2,7 +2,8 @@
 logout, a password or role change and disabling a user end web sessions at once; tokens
 expire, are listed without their secret and are revoked; sign-in backs off with 429 and
 ``Retry-After`` and a flood of wrong passwords neither runs unbounded argon2 work nor keeps
-a real user out; weak passwords and names taken in another case are refused."""
+a real user out; two studio processes on one database share the sign-in limits; weak
+passwords and names taken in another case are refused."""
 
 from __future__ import annotations
 
