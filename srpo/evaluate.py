@@ -19,11 +19,11 @@ from typing import Any
 import torch
 
 from srpo.config import TrainConfig
+from srpo.cpu_sampling import sample_split
 from srpo.flow import StepCallback
 from srpo.models.base import Generator
 from srpo.rewards.base import TextImageReward
 from srpo.rewards.srp import SRPScorer, augment
-from srpo.sampling import sample_images
 
 EVAL_SEED = 3_000_017
 # SGP-HPS's words (method.md): held out of the FLUX presets' training words, so a run is
@@ -85,9 +85,9 @@ def measure(
     ``srp_reward`` is the SGP difference ``r(pos. p) - r(neg. p)`` with the run's words,
     ``sgp_heldout`` the same with ``held_out`` words (SGP-HPS with an HPS reward).
     """
-    images = sample_images(
-        generator, data.prompts, data.seeds, data.steps, data.shift, on_step=on_step
-    )
+    # split over single-threaded workers on a CPU: the Checkpoints tab calls this from a
+    # handler thread, where torch's own threads are slow (srpo.cpu_sampling)
+    images = sample_split(generator, data.prompts, data.seeds, data.steps, data.shift, on_step)
     pixels = images.to(reward.device)
     result: dict[str, Any] = {
         "images": len(images),

@@ -2,6 +2,7 @@
 
 import json
 import random
+import threading
 
 import numpy
 import pytest
@@ -10,7 +11,14 @@ from PIL import Image
 
 from srpo.checkpoints import latest_checkpoint
 from srpo.cli import main
-from srpo.evaluate import attribute_of, eval_set, judged_rates, measure, tiny_heldout_prompts
+from srpo.evaluate import (
+    EvalSet,
+    attribute_of,
+    eval_set,
+    judged_rates,
+    measure,
+    tiny_heldout_prompts,
+)
 from srpo.models.tiny import load_tiny_generator
 from srpo.rewards.tiny import load_tiny_reward
 from srpo.tiny_world.render import render
@@ -109,3 +117,28 @@ def test_demo_reports_judged_rates_before_and_after():
         assert 0.0 <= before <= 1.0 and 0.0 <= after <= 1.0
     assert result["srp_reward_after"] != result["srp_reward_before"]
     assert result["seconds"] >= result["train_seconds"] > 0
+
+
+def test_measure_samples_on_single_threaded_workers_from_a_handler_thread(monkeypatch):
+    """Issue 17: the Checkpoints tab evaluates in a Gradio handler thread, where torch's own
+    OpenMP threads are slow; its images are sampled on srpo.cpu_sampling's workers."""
+    generator, reward = load_tiny_generator(), load_tiny_reward()
+    seen, sample = [], generator.sample
+
+    def spy(cond, noise, *args, **kwargs):
+        seen.append((threading.current_thread().name, torch.get_num_threads()))
+        return sample(cond, noise, *args, **kwargs)
+
+    monkeypatch.setattr(generator, "sample", spy)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        found = []
+        data = EvalSet(["a red circle", "a blue square"], [0, 1], 2, 1.0)
+        handler = threading.Thread(target=lambda: found.append(measure(generator, reward, data)))
+        handler.start()
+        handler.join()
+    finally:
+        torch.set_num_threads(threads)
+    assert sorted(seen) == [("srpo-sampler-0", 1), ("srpo-sampler-1", 1)]
+    assert found[0]["images"] == 2
