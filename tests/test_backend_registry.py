@@ -37,3 +37,5 @@ def test_bench_step_runs_on_a_backends_small_config(model):
     result = bench_step(repeats=1, warmup=0, batch=2, model=model)
     assert result["model"] == model and result["update_seconds"] > 0
     assert abs(result["ratio"] - result["update_seconds"] / result["bare_seconds"]) < 0.01
+    cpu = result["update_cpu_seconds"] / result["bare_cpu_seconds"]
+    assert result["bare_cpu_seconds"] > 0 and abs(result["cpu_ratio"] - cpu) < 0.01

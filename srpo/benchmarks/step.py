@@ -8,6 +8,10 @@ with classifier-free guidance where the model uses it), a VAE decode and a rewar
 one backward through both, on inputs and text embeddings prepared beforehand; the same AdamW
 step.
 ``ratio`` = median (a) / median (b); what lies above 1 is overhead the trainer adds.
+``cpu_ratio`` is the same from the process's CPU time, which other processes' load does not
+inflate on one intra-op thread (``OMP_NUM_THREADS=1``); with more threads it also counts their
+spin-waits, and on a loaded machine the wall-clock medians of many threads mostly measure
+those waits.
 
 ``model``: ``tiny`` (the shipped tiny world and its reward) or a diffusers backend's random
 small config (:mod:`srpo.models.small`) with a random small CLIP reward at 32 px, trained in
@@ -135,14 +139,17 @@ def bench_step(
         _bare_step(generator, reward, optimizer, inputs)
 
     timings: dict[str, list[float]] = {"update": [], "bare": []}
+    cpu: dict[str, list[float]] = {"update": [], "bare": []}
     for step in range(warmup + repeats):
         for name, run in (("update", ours), ("bare", bare)):
-            began = time.perf_counter()
+            began, began_cpu = time.perf_counter(), time.process_time()
             run(step)
             if step >= warmup:
                 timings[name].append(time.perf_counter() - began)
+                cpu[name].append(time.process_time() - began_cpu)
     update_s = statistics.median(timings["update"])
     bare_s = statistics.median(timings["bare"])
+    update_cpu, bare_cpu = statistics.median(cpu["update"]), statistics.median(cpu["bare"])
     return {
         "model": model,
         "parameters": sum(p.numel() for p in generator.transformer.parameters()),
@@ -152,4 +159,7 @@ def bench_step(
         "update_seconds": round(update_s, 6),
         "bare_seconds": round(bare_s, 6),
         "ratio": round(update_s / bare_s, 3),
+        "update_cpu_seconds": round(update_cpu, 6),
+        "bare_cpu_seconds": round(bare_cpu, 6),
+        "cpu_ratio": round(update_cpu / bare_cpu, 3),
     }
