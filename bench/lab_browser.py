@@ -8,8 +8,8 @@ page shows the message, the scores table, both galleries and the saliency colour
 generator and reward load); the next ``--repeats`` are *warm*, each with another positive
 word (the studio keeps the images of the last few model, prompt and seed sets, so these are
 scored again, not sampled again); then ``--repeats`` warm ones with *new seeds*, each
-sampling 8 new images. Goals (issue 17): warm at most 1.5 s, cold at most 8 s on
-2 cores. Also reported: the machine's 1-minute load average (``bench/reward_lab.py`` times
+sampling 8 new images (split over single-threaded workers, :mod:`srpo.cpu_sampling`). Goals
+(issue 17): warm at most 1.5 s, cold at most 8 s on 2 cores. Also reported: the machine's 1-minute load average (``bench/reward_lab.py`` times
 the same preview in-process, without the browser and the web layer).
 
     .venv/bin/python bench/lab_browser.py [--repeats 10]
