@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextvars
 import math
+import os
 import queue
 import threading
 from collections.abc import Callable, Sequence
@@ -30,6 +31,7 @@ from srpo.sampling import sample_images, seeded_noise
 
 _lock = threading.Lock()
 _workers: list[_Worker] = []
+os.register_at_fork(after_in_child=_workers.clear)  # a forked child has none of the threads
 
 
 class _Worker(threading.Thread):
