@@ -22,6 +22,7 @@ from srpo.models.small_parts import (
     WORDS,
     small_clip_with_projection,
     small_kl_vae,
+    small_qwen3_config,
     small_t5,
 )
 from srpo.tiny_world.tokenizer import BOS_ID, EOS_ID, PAD_ID, build_word_tokenizer
@@ -178,24 +179,10 @@ def small_z_image_transformer():
 
 
 def small_qwen3(tokenizer, hidden: int = 16):
-    from transformers import Qwen3Config, Qwen3Model
+    from transformers import Qwen3Model
 
     torch.manual_seed(2)
-    return Qwen3Model(
-        Qwen3Config(
-            vocab_size=len(tokenizer),
-            hidden_size=hidden,
-            intermediate_size=2 * hidden,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            num_key_value_heads=1,
-            head_dim=8,
-            max_position_embeddings=256,
-            bos_token_id=BOS_ID,
-            eos_token_id=EOS_ID,
-            pad_token_id=PAD_ID,
-        )
-    )
+    return Qwen3Model(small_qwen3_config(tokenizer, hidden, layers=2))
 
 
 def small_z_image(cfg_scale: float = 1.0, resolution: int = SMALL_RESOLUTION):

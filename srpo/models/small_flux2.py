@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from srpo.models.small_parts import CHAT_TEMPLATE, SMALL_RESOLUTION, WORDS
+from srpo.models.small_parts import CHAT_TEMPLATE, SMALL_RESOLUTION, WORDS, small_qwen3_config
 from srpo.tiny_world.tokenizer import BOS_ID, EOS_ID, PAD_ID, build_word_tokenizer
 
 #: The small text models' hidden-state layers (the real ones: 10, 20, 30 and 9, 18, 27).
@@ -106,24 +106,10 @@ def small_pixtral_processor(max_length: int = 64):
 
 
 def small_qwen3_causal(tokenizer, hidden: int = 16):
-    from transformers import Qwen3Config, Qwen3ForCausalLM
+    from transformers import Qwen3ForCausalLM
 
     torch.manual_seed(2)
-    return Qwen3ForCausalLM(
-        Qwen3Config(
-            vocab_size=len(tokenizer),
-            hidden_size=hidden,
-            intermediate_size=2 * hidden,
-            num_hidden_layers=3,
-            num_attention_heads=2,
-            num_key_value_heads=1,
-            head_dim=8,
-            max_position_embeddings=256,
-            bos_token_id=BOS_ID,
-            eos_token_id=EOS_ID,
-            pad_token_id=PAD_ID,
-        )
-    )
+    return Qwen3ForCausalLM(small_qwen3_config(tokenizer, hidden, layers=3))
 
 
 def small_flux2_text_encoder(klein: bool = False, max_sequence_length: int = 32):

@@ -93,3 +93,23 @@ def small_t5(tokenizer, width: int, seed: int = 4) -> nn.Module:
             decoder_start_token_id=0,
         )
     )
+
+
+def small_qwen3_config(tokenizer, hidden: int, layers: int):
+    """A Qwen3 config of ``layers`` layers at width ``hidden`` for ``tokenizer``: Z-Image's
+    text tower (``Qwen3Model``) and FLUX.2 klein's (``Qwen3ForCausalLM``) are built from it."""
+    from transformers import Qwen3Config
+
+    return Qwen3Config(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=8,
+        max_position_embeddings=256,
+        bos_token_id=BOS_ID,
+        eos_token_id=EOS_ID,
+        pad_token_id=PAD_ID,
+    )
