@@ -84,12 +84,13 @@ class LoginGuard:
     def keys(username: str, address: str) -> tuple[str, str]:
         """The counters one attempt touches: its user name (any case) and its address, with
         anything but printable ASCII escaped (a NUL byte or a lone surrogate is no text that
-        PostgreSQL stores)."""
+        PostgreSQL stores), each at most the database's key length."""
 
-        def escaped(text: str) -> str:
-            return text.encode("unicode_escape").decode("ascii")
+        def key(prefix: str, text: str) -> str:
+            escaped = text.encode("unicode_escape").decode("ascii")
+            return (prefix + escaped)[: login_failures.MAX_KEY]
 
-        return "u:" + escaped(username.strip().casefold()[:64]), "a:" + escaped(address[:128])
+        return key("u:", username.strip().casefold()[:64]), key("a:", address[:128])
 
     def _remember(self, lockouts: dict[str, float], now: float) -> None:
         with self._lock:
@@ -101,9 +102,7 @@ class LoginGuard:
 
     def _known_wait(self, keys: tuple[str, ...], now: float) -> float:
         with self._lock:
-            return max(
-                self._locked_until.get(key[: login_failures.MAX_KEY], 0.0) - now for key in keys
-            )
+            return max(self._locked_until.get(key, 0.0) - now for key in keys)
 
     def _admit(self, keys: tuple[str, ...]) -> None:
         now = self.clock()

@@ -98,23 +98,16 @@ def start_worker(
     settings: Settings, name: str, log: Path, module: bool = False
 ) -> subprocess.Popen[bytes]:
     """A real Celery worker process on the settings' GPU and rendering queues (solo pool, like
-    a GPU node),
-    started as ``celery -A worker.celery_app worker ...`` or, with ``module``, ``python -m worker``.
-    """
+    a GPU node), started as ``celery -A worker.celery_app worker ...`` or, with ``module``,
+    ``python -m worker``."""
     quiet = ["-n", f"{name}@%h", "--without-heartbeat", "--without-mingle", "--without-gossip"]
     if module:
         command = [sys.executable, "-m", "worker", *quiet, "--loglevel", "INFO"]
     else:
+        queues = f"{settings.gpu_queue},{settings.render_queue}"
         command = [
             *(sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker"),
-            *(
-                "-Q",
-                f"{settings.gpu_queue},{settings.render_queue}",
-                "--pool",
-                "solo",
-                "--concurrency",
-                "1",
-            ),
+            *("-Q", queues, "--pool", "solo", "--concurrency", "1"),
             *quiet,
             *("--loglevel", "INFO"),
         ]
