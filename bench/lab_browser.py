@@ -111,16 +111,16 @@ def main() -> None:
                 sign_in(page, url)
                 page.get_by_role("tab", name="Reward Lab").click()
                 page.get_by_role("tabpanel").get_by_label("Seeds").fill(f"0-{SEEDS - 1}")
-                cold = preview_seconds(page, WORDS[0])
-                warm = [
-                    preview_seconds(page, WORDS[1 + n % (len(WORDS) - 1)])
-                    for n in range(args.repeats)
-                ]
+                # each preview another word than the one before: a preview is done when the
+                # scores table heads its word's column (a repeated word would match at once)
+                word = iter(WORDS[n % len(WORDS)] for n in range(1 + 2 * args.repeats))
+                cold = preview_seconds(page, next(word))
+                warm = [preview_seconds(page, next(word)) for _ in range(args.repeats)]
                 seeds = page.get_by_role("tabpanel").get_by_label("Seeds")
                 resampled = []
                 for n in range(1, args.repeats + 1):
                     seeds.fill(f"{n * SEEDS}-{(n + 1) * SEEDS - 1}")
-                    resampled.append(preview_seconds(page, WORDS[n % len(WORDS)]))
+                    resampled.append(preview_seconds(page, next(word)))
                 browser.close()
         finally:
             studio.terminate()

@@ -416,3 +416,22 @@ def test_two_checkpoints_of_different_jobs_render_side_by_side_at_the_same_seeds
         checkpoint_compare.compare_models(ctx.studio, a, b, "x", "0", ctx.rater, progress)
     refreshed = checkpoints.refresh(ctx.studio, ctx.trainer)
     assert ("warm run · step 2", a) in refreshed[2]["choices"]
+
+
+def test_a_sampling_progress_bar_moves_at_the_first_and_last_step_and_every_so_often() -> None:
+    moved: list[tuple[int, int]] = []
+    now = [0.0]
+    heard = common.every_so_often(lambda d, t: moved.append((d, t)), 0.2, lambda: now[0])
+    for step in range(1, 61):  # 60 steps, 0.01 s apart
+        heard(step, 60)
+        now[0] += 0.01
+    assert moved == [(1, 60), (21, 60), (41, 60), (60, 60)]
+
+
+def test_the_lab_preview_shows_one_progress_bar_not_one_per_output(ctx) -> None:
+    from app.web.ui import build_studio
+
+    config = build_studio(ctx.studio).get_config_file()
+    (event,) = [d for d in config["dependencies"] if d.get("api_name") == "lab_preview"]
+    assert len(event["outputs"]) == 7
+    assert len(event["show_progress_on"]) == 1 and event["show_progress_on"][0] in event["outputs"]

@@ -13,7 +13,7 @@ from app.core.errors import StudioError
 from app.core.models import Role
 from app.web.context import Studio
 from app.web.ui.arena import labelled_models
-from app.web.ui.common import bind, caller, friendly
+from app.web.ui.common import bind, caller, every_so_often, friendly
 from app.web.ui.lab import parse_model, picture, pixels_for
 from srpo.sampling import parse_seeds
 
@@ -40,6 +40,7 @@ def compare_models(
     batches = []
     for n, ref in enumerate((a, b)):
 
+        @every_so_often
         def sampled(done: int, total: int, n: int = n, ref: str = ref) -> None:
             progress((n * total + done, 2 * total), desc=f"Sampling {labels[ref]}", unit="steps")
 

@@ -18,7 +18,7 @@ from app.core.storage import resolve
 from app.web import cards
 from app.web.context import Studio
 from app.web.ui import checkpoint_compare
-from app.web.ui.common import Refresh, bind, caller, friendly, ident
+from app.web.ui.common import Refresh, bind, caller, every_so_often, friendly, ident
 
 EVAL_PROMPTS = 16
 JUDGED = ("prompt_fidelity", "judged_positive_rate", "judged_negative_rate")
@@ -114,6 +114,7 @@ def evaluate(
         folder = resolve(studio.settings.storage, found.path)
     progress(0, desc="Loading the base model and the checkpoint")
 
+    @every_so_often
     def sampled(done: int, total: int) -> None:
         half = "base model" if done <= total // 2 else "checkpoint"
         progress((done, total), desc=f"Sampling ({half})", unit="steps")

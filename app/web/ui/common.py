@@ -11,6 +11,7 @@ import functools
 import html
 import inspect
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -26,6 +27,10 @@ Refresh = tuple[Callable[..., Any], list[gr.components.Component]]
 
 log = logging.getLogger("srpo.studio")
 MAX_ID = 2**31 - 1
+# How often a progress bar moves during sampling, at most (seconds). Each move is an event the
+# browser renders; moved at every denoising step, they cost Chromium about as much CPU as the
+# rest of a Reward Lab preview, on the cores the sampling needs (docs/benchmarks.md).
+PROGRESS_EVERY = 0.2
 INTERNAL = "Something went wrong on the server; it is logged there. Please try again."
 
 
@@ -44,6 +49,25 @@ def bind(handler: Callable[..., Any], *fixed: Any) -> Callable[..., Any]:
     rest = list(signature.parameters.values())[len(fixed) :]
     bound.__signature__ = signature.replace(parameters=rest)  # type: ignore[attr-defined]
     return bound
+
+
+def every_so_often(
+    report: Callable[[int, int], None],
+    every: float = PROGRESS_EVERY,
+    clock: Callable[[], float] = time.monotonic,
+) -> Callable[[int, int], None]:
+    """A step callback ``(done, total)`` that passes the first step, the last one and, between
+    them, one at least ``every`` seconds after the last one passed, on to ``report``. For
+    callers that call it one at a time (as :func:`srpo.cpu_sampling.sample_split` does)."""
+    passed: list[float] = []
+
+    def heard(done: int, total: int) -> None:
+        now = clock()
+        if not passed or done >= total or now - passed[-1] >= every:
+            passed[:] = [now]
+            report(done, total)
+
+    return heard
 
 
 def caller(studio: Studio, request: gr.Request | None, role: Role) -> Principal:

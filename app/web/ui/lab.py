@@ -19,7 +19,7 @@ from app.core.errors import Conflict, StudioError
 from app.core.models import RewardPreset, Role
 from app.web.context import Studio
 from app.web.ui import lab_models
-from app.web.ui.common import Refresh, bind, caller, friendly, text, words
+from app.web.ui.common import Refresh, bind, caller, every_so_often, friendly, text, words
 from app.web.ui.lab_models import LOAD_ERRORS, chosen_base, chosen_reward, first_line
 
 MAX_SEEDS = 16
@@ -119,9 +119,9 @@ def preview(
     reward = chosen_reward(studio, reward_name, reward_path)
     base = chosen_base(studio, base_name, base_path)
 
-    def sampled(done: int, total: int) -> None:
-        progress((done, total), desc="Sampling images", unit="steps")
-
+    sampled = every_so_often(
+        lambda done, total: progress((done, total), desc="Sampling images", unit="steps")
+    )
     batch = pixels_for(
         studio, source, parse_model(model), prompt, seeds, uploads, sampled, base, reward
     )
@@ -341,6 +341,9 @@ def build(studio: Studio) -> Refresh:
         [prompt, positive, negative, k, source, model, seeds, uploads, *chosen],
         [pixels, status, table, chart, ranking, images, saliency],
         api_name="lab_preview",
+        # one progress bar, on the scores table under the button: one on each of the seven
+        # outputs made Chromium draw each move seven times, on the cores the sampling needs
+        show_progress_on=[table],
     )
     sweep_button.click(
         bind(sweep, studio),
