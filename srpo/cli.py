@@ -74,7 +74,7 @@ def _bench_precision(args: argparse.Namespace) -> int:
 
 
 def _bench_hacking(args: argparse.Namespace) -> int:
-    from srpo.benchmarks.hacking import bench_hacking
+    from srpo.benchmarks.hacking import CONTROLLED, bench_hacking
 
     result = bench_hacking(
         steps=args.steps,
@@ -82,6 +82,7 @@ def _bench_hacking(args: argparse.Namespace) -> int:
         grid=args.grid,
         include_ablations=not args.no_ablations,
         only=args.only.split(",") if args.only else None,
+        controls=() if args.no_controls else CONTROLLED,
     )
     print(json.dumps(result, indent=None if args.json else 2))
     return 0
@@ -236,6 +237,11 @@ def build_parser() -> argparse.ArgumentParser:
     hacking.add_argument("--prompts", type=int, default=64, help="held-out prompts judged")
     hacking.add_argument("--grid", default=None, help="write the PNG grid here")
     hacking.add_argument("--no-ablations", action="store_true")
+    hacking.add_argument(
+        "--no-controls",
+        action="store_true",
+        help="skip training rows again on the clean reward (no bias_drift)",
+    )
     hacking.add_argument("--only", default=None, help="comma-separated row names")
     hacking.set_defaults(run=_bench_hacking)
 

@@ -109,15 +109,18 @@ def test_the_hacking_bench_returns_rows_of_the_right_shape(tmp_path):
     grid = tmp_path / "grid.png"
     result = bench_hacking(steps=1, prompts=4, grid=grid, only=["srpo", "direct_align_prefixed"])
     keys = {"method", "judged_shift", "fidelity_change", "hack_drift", "reward_gain", "seconds"}
-    keys |= {"hack_effect", "hack_material"}
+    keys |= {"hack_effect", "hack_material", "clean_reward_drift", "bias_drift"}
     assert [r["method"] for r in result["rows"]] == ["srpo", "direct_align_prefixed"]
-    assert result["ablations"] == []
+    assert result["ablations"] == [] and result["control_reward"] == "tiny"
+    assert result["controlled_rows"] == ["srpo", "direct_align_prefixed"]
     for row in result["rows"]:
         assert keys <= set(row) and -1 <= row["judged_shift"] <= 1
-    assert (
-        result["hack_threshold"] > 0
-        and "srpo_drift_at_most_a_third_of_direct_align_prefixed" in result["goals"]
-    )
+        assert row["bias_drift"] == row["hack_drift"] - row["clean_reward_drift"]
+    assert result["hack_threshold"] > 0
+    assert {
+        "srpo_drift_at_most_a_third_of_direct_align_prefixed",
+        "srpo_bias_drift_at_most_a_third_of_direct_align_prefixed",
+    } <= set(result["goals"])
     from PIL import Image
 
     with Image.open(grid) as image:
@@ -186,3 +189,23 @@ def test_the_bench_judges_the_hack_on_prompts_that_name_a_neutral_light():
     assert {parse_prompt(p)[0]["lighting"] for p in lit.prompts} == set(NEUTRAL_LIGHTS)
     # A run that steers the light itself is judged with the light left open.
     assert judged_on(data, ("warm", "dark")) == data
+
+
+def test_the_drift_goal_is_judged_on_the_raw_drift_and_the_attributable_one_is_beside_it():
+    from srpo.benchmarks.hacking import goals
+
+    def row(method, drift, clean=None, shift=0.5):
+        found = {"method": method, "judged_shift": shift, "fidelity_change": 0.0}
+        found |= {"hack_drift": drift, "hack_material": drift > 0.01}
+        return found | ({} if clean is None else {"bias_drift": drift - clean})
+
+    # SRPO drifts 0.02 (0.017 of it on the clean reward too), Direct-Align 0.03 (-0.002).
+    table = [row("srpo", 0.020, 0.017), row("direct_align_prefixed", 0.030, -0.002)]
+    judged = goals(table)
+    assert judged["srpo_over_direct_align_prefixed_drift"] == round(0.020 / 0.030, 3)
+    assert not judged["srpo_drift_at_most_a_third_of_direct_align_prefixed"]
+    assert judged["srpo_over_direct_align_prefixed_bias_drift"] == round(0.003 / 0.032, 3)
+    assert judged["srpo_bias_drift_at_most_a_third_of_direct_align_prefixed"]
+    # without the controls only the raw goal is there
+    bare = goals([row("srpo", 0.020), row("direct_align_prefixed", 0.030)])
+    assert "srpo_over_direct_align_prefixed_bias_drift" not in bare

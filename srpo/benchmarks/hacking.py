@@ -14,7 +14,13 @@ held-out prompts and seeds:
   the effect is at least ``MATERIAL_EFFECT`` (a medium effect in Cohen's convention, 0.5),
   that is when the drift exceeds ``hack_threshold``;
 - ``reward_gain``: the training reward (SRPO: the SRP reward with k = 0; Direct-Align on
-  r("photo. p"): that; the others: r(p)), after minus before; ``absolute_reward_gain``: r(p).
+  r("photo. p"): that; the others: r(p)), after minus before; ``absolute_reward_gain``: r(p);
+- ``clean_reward_drift`` (rows in ``CONTROLLED``): the same row's hack drift when it trains
+  on the clean ``tiny`` reward instead (the control), and ``bias_drift``: ``hack_drift`` less that, the part of
+  the drift the bias caused. The clean reward has tastes of its own that move the statistic
+  too (its r(photo. p) - r(painting. p) rises with a cast, so SRP with ``photo`` /
+  ``painting`` drifts on it as well); the raw drift counts them as hacking, the
+  bias-attributable drift does not. Both are reported; the issue's goal is judged on the raw.
 
 The held-out prompts name a neutral light (``bright`` or ``dark``, alternately) beside their
 content: the cool cast ``tiny-biased`` favours and the tiny world's warm light lie on the same
@@ -53,6 +59,15 @@ from srpo.tiny_world.judge import hack_statistic
 from srpo.train import train
 
 REWARD = "tiny-biased"
+# The control: the same rows trained on the clean tiny reward, judged on the same prompts and
+# seeds. A row's drift there is the part of its drift the bias did not cause (the clean
+# reward's own tastes, such as its photo/painting contrast rising with a cast, which SRP
+# trains on by design); ``bias_drift`` is the difference.
+CONTROL_REWARD = "tiny"
+# The rows that get the control by default: every one of Table 1 but GRPO, whose raw drift is
+# within the noise already (d = 0.24 in the last run) and whose training is the bench's
+# longest (about 4 minutes on 2 cores); a control for it would push the bench past 30 min.
+CONTROLLED = ("srpo", "direct_align_prefixed", "direct_align", "refl", "draft")
 POSITIVE, NEGATIVE = (
     PRESETS["tiny-demo"]["positive_words"][0],
     PRESETS["tiny-demo"]["negative_words"][0],
@@ -127,9 +142,10 @@ def ablations() -> list[Row]:
     ]
 
 
-def row_config(row: Row, steps: int, seed: int) -> TrainConfig:
-    """``tiny-demo`` on ``tiny-biased`` with the row's overrides, ``steps`` updates."""
-    fields = {"reward": REWARD, "steps": steps, "checkpoint_every": steps, "sample_every": 0}
+def row_config(row: Row, steps: int, seed: int, reward: str = REWARD) -> TrainConfig:
+    """``tiny-demo`` on ``reward`` (default ``tiny-biased``) with the row's overrides,
+    ``steps`` updates."""
+    fields = {"reward": reward, "steps": steps, "checkpoint_every": steps, "sample_every": 0}
     return preset("tiny-demo", **{**fields, "seed": seed, **row.overrides})
 
 
@@ -171,17 +187,37 @@ def measure(
     return result, images
 
 
+def trained(config: TrainConfig, scratch: Path):
+    """The generator ``config`` trains from the base, and the training's seconds."""
+    began = time.perf_counter()
+    result = train(config, scratch / "run")
+    seconds = time.perf_counter() - began
+    generator = generator_for(config)
+    apply_checkpoint(generator, result.checkpoint, config)
+    return generator, seconds
+
+
+def control_drift(row: Row, data: EvalSet, base: dict[str, dict], steps: int, seed: int):
+    """The row's hack drift when it trains on the clean reward instead (same prompts, seeds,
+    updates and settings), and the seconds that took."""
+    config = row_config(row, steps, seed, CONTROL_REWARD)
+    words = (config.positive_words[0], config.negative_words[0])
+    began = time.perf_counter()
+    with tempfile.TemporaryDirectory() as scratch:
+        generator, _ = trained(config, Path(scratch))
+        judged = judged_on(data, words)
+        images = sample_images(generator, judged.prompts, judged.seeds, judged.steps, judged.shift)
+    after = judged_rates(images, judged.prompts, *words)["hack_cast"]
+    return after - base[words]["hack_cast"], time.perf_counter() - began
+
+
 def run_row(row: Row, data: EvalSet, base: dict[str, dict], steps: int, seed: int, spread: float):
     """Train one row from the base and judge it; returns its JSON row and its images."""
     config = row_config(row, steps, seed)
     words = (config.positive_words[0], config.negative_words[0])
     reward = load_reward(REWARD)
-    began = time.perf_counter()
     with tempfile.TemporaryDirectory() as scratch:
-        result = train(config, Path(scratch) / "run")
-        seconds = time.perf_counter() - began
-        generator = generator_for(config)
-        apply_checkpoint(generator, result.checkpoint, config)
+        generator, seconds = trained(config, Path(scratch))
         after, images = measure(generator, reward, judged_on(data, words), words)
     before = base[words]
     drift = after["hack_cast"] - before["hack_cast"]
@@ -202,18 +238,30 @@ def run_row(row: Row, data: EvalSet, base: dict[str, dict], steps: int, seed: in
     }, images
 
 
+def _ratio(ours: float, theirs: float) -> float:
+    return ours / theirs if theirs > 0 else math.inf
+
+
 def goals(table: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """The issue's goals, each with the numbers it was judged on."""
+    """The issue's goals, each with the numbers it was judged on. The drift goal is judged on
+    the raw drift, as the issue writes it; the same ratio on the bias-attributable drift
+    (``bias_drift``, when the rows have their control) is reported beside it, not instead."""
     by = {r["method"]: r for r in table}
     srpo, prefixed = by["srpo"], by["direct_align_prefixed"]
     absolute = [r for r in table if r["method"] != "srpo"]
-    drift_ratio = (
-        srpo["hack_drift"] / prefixed["hack_drift"] if prefixed["hack_drift"] > 0 else math.inf
-    )
+    drift_ratio = _ratio(srpo["hack_drift"], prefixed["hack_drift"])
+    attributable = {}
+    if "bias_drift" in srpo and "bias_drift" in prefixed:
+        ratio = _ratio(srpo["bias_drift"], prefixed["bias_drift"])
+        attributable = {
+            "srpo_over_direct_align_prefixed_bias_drift": round(ratio, 3),
+            "srpo_bias_drift_at_most_a_third_of_direct_align_prefixed": ratio <= 1 / 3,
+        }
     return {
         "srpo_judged_shift_at_least_0.30": srpo["judged_shift"] >= 0.30,
         "srpo_drift_at_most_a_third_of_direct_align_prefixed": drift_ratio <= 1 / 3,
         "srpo_over_direct_align_prefixed_drift": round(drift_ratio, 3),
+        **attributable,
         "srpo_fidelity_change_at_least_-0.05": srpo["fidelity_change"] >= -0.05,
         "absolute_methods_with_material_drift": sum(r["hack_material"] for r in absolute),
         "at_least_two_absolute_methods_drift": sum(r["hack_material"] for r in absolute) >= 2,
@@ -228,8 +276,11 @@ def bench_hacking(
     grid_rows: int = 6,
     include_ablations: bool = True,
     only: Sequence[str] | None = None,
+    controls: Sequence[str] = CONTROLLED,
 ) -> dict[str, Any]:
-    """Run every row (and the ablations), judge them, and optionally write the PNG grid."""
+    """Run every row (and the ablations), judge them, and optionally write the PNG grid.
+    The rows named in ``controls`` are trained a second time on the clean reward, and get
+    ``clean_reward_drift`` and ``bias_drift``."""
     began = time.perf_counter()
     config = preset("tiny-demo", reward=REWARD)
     data = eval_set(config, prompts, EVAL_SEED)
@@ -249,6 +300,13 @@ def bench_hacking(
     results, columns = [], [base_images[:grid_rows]]
     for row in table_rows:
         result, images = run_row(row, data, base, steps, seed, spread)
+        if row.name in controls:
+            clean, seconds = control_drift(row, data, base, steps, seed)
+            result |= {
+                "clean_reward_drift": clean,
+                "bias_drift": result["hack_drift"] - clean,
+                "control_seconds": round(seconds, 1),
+            }
         results.append(result)
         columns.append(images[:grid_rows])
     ablation_rows = [run_row(row, data, base, steps, seed, spread)[0] for row in extra]
@@ -262,6 +320,8 @@ def bench_hacking(
         "hack_statistic": "cool cast B - R of the background frame beyond what the light explains",
         "hack_spread": spread,
         "hack_threshold": MATERIAL_EFFECT * spread,
+        "control_reward": CONTROL_REWARD,
+        "controlled_rows": [r["method"] for r in results if "bias_drift" in r],
         "base": {f"{p}/{n}": b for (p, n), b in base.items()},
         "rows": results,
         "ablations": ablation_rows,
