@@ -281,7 +281,7 @@ def bench_hacking(
     """Run every row (and the ablations), judge them, and optionally write the PNG grid.
     The rows named in ``controls`` are trained a second time on the clean reward, and get
     ``clean_reward_drift`` and ``bias_drift``."""
-    began = time.perf_counter()
+    began, cpu_began = time.perf_counter(), time.process_time()
     config = preset("tiny-demo", reward=REWARD)
     data = eval_set(config, prompts, EVAL_SEED)
     reward = load_reward(REWARD)
@@ -326,6 +326,9 @@ def bench_hacking(
         "rows": results,
         "ablations": ablation_rows,
         "seconds": round(time.perf_counter() - began, 1),
+        # CPU seconds of this process, all its threads: on a shared machine, wall seconds
+        # measure the load as much as the bench
+        "cpu_seconds": round(time.process_time() - cpu_began, 1),
         "threads": torch.get_num_threads(),
     }
     if {"srpo", "direct_align_prefixed"} <= {r["method"] for r in results}:
