@@ -55,6 +55,14 @@ def choose(scope: Page | Locator, combobox: str, option: str) -> None:
     listed.get_by_role("option", name=option, exact=True).click()
 
 
+def block(scope: Locator, label: str) -> Locator:
+    """The component labelled ``label``: the innermost ``.block`` holding that text (an
+    accordion around it is a block too)."""
+    page = scope.page
+    found = scope.locator(".block", has=page.get_by_text(label, exact=True))
+    return found.filter(has_not=page.locator(".block"))
+
+
 def table_rows(scope: Locator, label: str, count: int | None = None) -> list[list[str]]:
     """The body cells of the dataframe labelled ``label``, row by row (once ``count`` are in)."""
     rows = scope.get_by_role("grid", name=label, exact=True).get_by_role("row")

@@ -1,26 +1,31 @@
 """The studio in a real browser: Debian's Chromium, driven by Playwright, against a served studio
 in embedded mode (SQLite, the SQLAlchemy broker, an in-process worker that really trains).
 
-A trainer signs in through the login page, previews a reward shift in the Reward Lab (an
-empty table before, then scores, rankings, saliency overlays and their colour scale) and sweeps
-words (an unknown one named), queues the tiny demo (shortened in the form's quick fields) and
-watches it succeed in the job list and its log,
-creates a campaign of the new checkpoint ("browser demo · step 2") against the base model
-while the worker is busy, stops its rendering (cancelled) and resumes it, and sees the
-campaign table follow its rendering, downloads the checkpoint with the browser's
-session cookie (its sha256 matches the page and the database) and runs the page's snippet on the
-downloaded file alone, votes (confirmed), sees the forest plot, verdict, rater quality and
-exports the raw votes as a named file; a rater votes in the raters' app, undoes the vote and
-votes again; an admin adds and disables a user in the Admin tab, which the trainer does not
-see; a rater opening the studio gets a page that links to the rating app; Compare samples
-pairs step 0 with the newest step and Compare two models renders the base model beside the
-checkpoint. Each tab is saved as a full-page screenshot under
+A trainer signs in through the login page, previews a reward shift in the Reward Lab (an empty
+table before, then scores, rankings, saliency overlays and their colour scale) and sweeps words
+(an unknown one named), queues the tiny demo (shortened in the form's quick fields) and watches
+it succeed in the job list and its log, downloads the compared steps' stored grid PNGs and sees
+one seed across every sample step (step 0 and the checkpoint's), creates a campaign of the new
+checkpoint ("browser demo · step 2") against the base model while the worker is busy, stops its
+rendering (cancelled) and resumes it, and sees the campaign table follow its rendering,
+downloads the checkpoint with the browser's session cookie (its sha256 matches the page and the
+database) and runs the page's snippet on the downloaded file alone, votes (confirmed), sees the
+forest plot, verdict, the number of bootstrap resamples behind the Bradley-Terry intervals,
+rater quality and exports the raw votes as a named file; the trainer makes an API token through
+the API with the browser's session (the studio has no page for it) and a script gets in with
+it; a rater votes in the raters' app, undoes the vote and votes again; an admin adds a user in
+the Admin tab, which the trainer does not see, sets their password (the new one signs in, the
+old one not) and disables them (their session ends), and revokes the trainer's token there (the
+API then refuses it); a rater opening the studio gets a page that links to the rating app;
+Compare samples pairs step 0 with the newest step and Compare two models renders the base model
+beside the checkpoint. Each tab is saved as a full-page screenshot under
 ``test-artifacts/screenshots/``.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import zipfile
 from collections.abc import Iterator
@@ -31,7 +36,7 @@ import pytest
 from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
 from sqlalchemy import select
 
-from app.core import downloads
+from app.core import arena_results, arena_stats, downloads
 from app.core.db import Database
 from app.core.models import (
     Campaign,
@@ -52,6 +57,7 @@ from tests.browser_support import (
     PAGE_WAIT_MS,
     WORK_WAIT_MS,
     WorkerHold,
+    block,
     choose,
     new_page,
     open_tab,
@@ -72,6 +78,7 @@ QUICK_FIELDS = {
 }
 LAB_SEEDS = 4
 WIN_RATES = "Win rates (Wilson 95% intervals, ties count half)"
+SCORES = "Bradley-Terry scores (bootstrap 95% intervals; base = 0)"
 RATERS = "Rater quality (gold pairs, repeated pairs, agreement with the majority)"
 
 
@@ -114,16 +121,24 @@ def browser() -> Iterator[Browser]:
         found.close()
 
 
-def sign_in(page: Page, url: str, username: str, landing: str) -> None:
-    """Open ``landing``, get sent to the login page, sign in and come back to ``landing``."""
+def sign_in(
+    page: Page,
+    url: str,
+    username: str,
+    landing: str,
+    password: str = PASSWORD,
+    wrong: str = "not the password",
+) -> None:
+    """Open ``landing``, get sent to the login page, be refused with the ``wrong`` password,
+    sign in with ``password`` and come back to ``landing``."""
     page.goto(url + landing)
     expect(page).to_have_url(re.compile(r"/login\?next="))
     page.get_by_label("Username").fill(username)
-    page.get_by_label("Password").fill("not the password")
+    page.get_by_label("Password").fill(wrong)
     page.get_by_role("button", name="Sign in").click()
     expect(page.get_by_role("alert")).to_have_text("Wrong username or password.")
     page.get_by_label("Username").fill(username)
-    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_label("Password").fill(password)
     page.get_by_role("button", name="Sign in").click()
     expect(page).to_have_url(url + landing)
     expect(page.get_by_text("Signed in as")).to_contain_text(username)
@@ -195,6 +210,8 @@ def queue_tiny_demo(page: Page, served: Served) -> int:
         assert (job.state, job.step, job.error) == (JobState.SUCCEEDED, 2, None)
     fixed_seed_samples(tab, served, job_id, QUICK_FIELDS["steps"])
     compare_steps(tab, served, job_id, QUICK_FIELDS["steps"])
+    download_grids(tab, served, job_id, [0, QUICK_FIELDS["steps"]])
+    seed_strip(tab, served, job_id)
     screenshot(page, "2-train")
     return job_id
 
@@ -219,6 +236,68 @@ def compare_steps(tab: Locator, served: Served, job_id: int, step: int) -> None:
             expect(images.nth(2 * index + side)).to_have_attribute(
                 "alt", f"step {shown} · {prompt} · seed {seed}"
             )
+
+
+def download_grids(tab: Locator, served: Served, job_id: int, steps: list[int]) -> None:
+    """After Compare A and B, the two steps' stored grid PNGs are offered for download, one
+    link each: the first downloads as its file, and each is that step's grid (saved beside
+    its samples: ``step-N/*.png`` and ``step-N.png``), byte for byte."""
+    with served.db.session() as session:
+        samples = [
+            session.scalars(
+                select(SampleImage.path).where(
+                    SampleImage.job_id == job_id,
+                    SampleImage.step == s,
+                    SampleImage.checkpoint_id.is_(None),
+                )
+            ).first()
+            for s in steps
+        ]
+    stored = [resolve(served.storage, path).parent.with_suffix(".png") for path in samples]
+    assert all(grid.is_file() for grid in stored), stored
+    links = block(tab, "Sample grids (PNG)").locator("a[download]")
+    expect(links).to_have_count(len(steps))
+    for index, grid in enumerate(stored):
+        expect(links.nth(index)).to_have_attribute("download", grid.name)
+        got = tab.page.request.get(links.nth(index).get_attribute("href"))
+        assert got.ok, got.status
+        assert got.body().startswith(b"\x89PNG\r\n\x1a\n") and got.body() == grid.read_bytes()
+    with tab.page.expect_download() as started:
+        links.first.click()
+    assert started.value.suggested_filename == stored[0].name
+    assert Path(started.value.path()).read_bytes() == stored[0].read_bytes()
+
+
+def seed_strip(tab: Locator, served: Served, job_id: int) -> None:
+    """One prompt and seed across every sample step (step 0, the base model, then each
+    checkpoint's step): one image per step, in step order, each the stored sample."""
+    cell = tab.get_by_role("combobox", name="Prompt and seed", exact=True)
+    with served.db.session() as session:
+        prompt, seed = session.execute(
+            select(SampleImage.prompt, SampleImage.seed)
+            .where(SampleImage.job_id == job_id, SampleImage.step == 0)
+            .order_by(SampleImage.path)
+        ).first()
+        stored = session.scalars(
+            select(SampleImage)
+            .where(
+                SampleImage.job_id == job_id,
+                SampleImage.prompt == prompt,
+                SampleImage.seed == seed,
+                SampleImage.checkpoint_id.is_(None),
+            )
+            .order_by(SampleImage.step)
+        ).all()
+        checkpoints = session.scalars(select(Checkpoint.step).where(Checkpoint.job_id == job_id))
+        assert set(checkpoints) | {0} == {s.step for s in stored}
+    expect(cell).to_have_value(f"{prompt} · seed {seed}")
+    tab.get_by_role("button", name="Show across every step").click()
+    images = block(tab, "One seed across the steps").locator("img")
+    expect(images).to_have_count(len(stored))
+    for index, sample in enumerate(stored):
+        expect(images.nth(index)).to_have_attribute("alt", f"step {sample.step}")
+        got = tab.page.request.get(images.nth(index).get_attribute("src")).body()
+        assert got == resolve(served.storage, sample.path).read_bytes()
 
 
 def fixed_seed_samples(tab: Locator, served: Served, job_id: int, step: int) -> None:
@@ -403,9 +482,10 @@ def undo_and_vote_again(scope: Page, button: str) -> None:
     expect(scope.get_by_text("You have judged every pair of")).to_be_visible()
 
 
-def manage_users(page: Page, served: Served) -> None:
-    """An admin adds a rater in the Admin tab, and disables them: the table and the database
-    follow."""
+def manage_users(browser: Browser, page: Page, served: Served) -> None:
+    """An admin adds a rater in the Admin tab, sets a new password for them (the old one is
+    refused, the new one signs in) and disables them (their session ends): the table and the
+    database follow."""
     sign_in(page, served.url, "admin", "/studio/")
     tab = open_tab(page, "Admin")
     tab.get_by_text("Add a user", exact=True).click()
@@ -416,12 +496,73 @@ def manage_users(page: Page, served: Served) -> None:
     users = tab.get_by_role("grid", name="Users", exact=True)
     expect(users.get_by_role("gridcell", name="nova", exact=True)).to_be_visible()
     choose(tab, "User", "nova")
+    choose(tab, "Change", "set password")
+    tab.get_by_label("New password (for set password)").fill("another long password")
+    tab.get_by_role("button", name="Apply").click()
+    expect(tab.get_by_text("nova: password set; their sessions ended.")).to_be_visible()
+    nova = new_page(browser)
+    sign_in(
+        nova, served.url, "nova", "/rate/", "another long password", wrong="a long enough password"
+    )
+    choose(tab, "User", "nova")
     choose(tab, "Change", "disable")
     tab.get_by_role("button", name="Apply").click()
     expect(tab.get_by_text("nova: disable; their sessions ended.")).to_be_visible()
     with served.db.session() as session:
         found = session.scalars(select(User).where(User.username == "nova")).one()
         assert (found.role, found.active) == (Role.RATER, False)
+    nova.reload()
+    expect(nova).to_have_url(re.compile(r"/login\?next="))
+    nova.context.close()
+
+
+def with_token(browser: Browser, url: str, token: str) -> tuple[int, str]:
+    """``GET /api/v1/tokens`` from a browser without cookies, with ``token`` as the bearer:
+    the status and the body."""
+    anonymous = browser.new_context()
+    try:
+        answer = anonymous.request.get(
+            url + "/api/v1/tokens", headers={"Authorization": f"Bearer {token}"}
+        )
+        return answer.status, answer.text()
+    finally:
+        anonymous.close()
+
+
+def new_token(browser: Browser, page: Page, served: Served) -> tuple[int, str]:
+    """The trainer makes an API token with their browser session (the studio has no page for
+    that: ``POST /api/v1/tokens``). The token is in that answer only: it lets a script in on
+    its own, and the list of tokens it gets names the token but never holds it."""
+    made = page.request.post(served.url + "/api/v1/tokens", data={"name": "browser script"})
+    assert made.status == 201, made.text()
+    token = made.json()["token"]
+    assert token.startswith("srpo_")
+    status, body = with_token(browser, served.url, token)
+    assert status == 200, body
+    (listed,) = [t for t in json.loads(body) if t["name"] == "browser script"]
+    assert (listed["user"], listed["active"]) == ("tess", True)
+    assert token not in body
+    return listed["id"], token
+
+
+def revoke_token(browser: Browser, page: Page, served: Served, token_id: int, token: str) -> None:
+    """The admin sees the trainer's token in the Admin tab's list (never the token itself)
+    and revokes it there: the list marks it inactive, the token dropdown lets go of it and
+    the API refuses it."""
+    tab = open_tab(page, "Admin")
+    (row,) = [r for r in table_rows(tab, "API tokens") if r[0] == str(token_id)]
+    assert row[1:3] == ["tess", "browser script"] and row[-1] == "yes"
+    assert token not in tab.get_by_role("grid", name="API tokens", exact=True).inner_text()
+    choose(tab, "Active token", f"{token_id}: tess · browser script")
+    tab.get_by_role("button", name="Revoke token").click()
+    expect(tab.get_by_text(f"Token {token_id} revoked.")).to_be_visible()
+    tokens = tab.get_by_role("grid", name="API tokens", exact=True)
+    expect(tokens.get_by_role("gridcell", name="no", exact=True)).to_have_count(1)
+    (row,) = [r for r in table_rows(tab, "API tokens") if r[0] == str(token_id)]
+    assert row[-1] == "no"
+    # the revoked token leaves the dropdown of active tokens: no longer chosen either
+    expect(tab.get_by_role("combobox", name="Active token", exact=True)).to_have_value("")
+    assert with_token(browser, served.url, token)[0] == 401
     screenshot(page, "6-admin")
 
 
@@ -435,7 +576,8 @@ def votes_of(db: Database, username: str) -> list[str]:
 
 def vote_and_see_results(page: Page, db: Database, campaign_id: int, label: str) -> None:
     """Back in the Arena: vote Left and see it counted for that model, named by its label, in
-    the tables, the forest plot and the verdict; export the raw votes as a named file."""
+    the tables, the forest plot and the verdict, with the number of bootstrap resamples the
+    Bradley-Terry intervals used; export the raw votes as a named file."""
     arena = open_tab(page, "Arena")
     vote(page, arena, campaign_id, "Left", "3-arena")
     assert votes_of(db, "tess") == ["left"]
@@ -446,6 +588,14 @@ def vote_and_see_results(page: Page, db: Database, campaign_id: int, label: str)
         chosen = session.scalars(query).one()
     wins = {row[0]: int(row[1]) for row in table_rows(arena, WIN_RATES, 2)}
     assert wins == {"base": int(chosen == "base"), label: int(chosen != "base")}
+    assert {row[0] for row in table_rows(arena, SCORES, 2)} == {"base", label}
+    with db.session() as session:
+        counted = arena_results.comparisons(session, campaign_id, "overall")
+    resamples = arena_results.fit(counted, "base").samples
+    assert resamples >= arena_stats.BOOTSTRAP_START
+    expect(arena.get_by_text("1 counted votes")).to_contain_text(
+        f"1 counted votes · intervals from {resamples} bootstrap resamples · "
+    )
     expect(arena.locator(".forest-plot img")).to_be_visible()
     expect(arena.locator(".prose.verdict")).to_contain_text(
         re.compile(r"on overall: not decided yet")
@@ -477,8 +627,11 @@ def test_a_trainer_and_a_rater_use_every_tab(
     download_checkpoint(browser, page, served, checkpoint, tmp_path)
     vote_and_see_results(page, served.db, campaign_id, label)
 
+    token_id, token = new_token(browser, page, served)
     expect(page.get_by_role("tab", name="Admin")).to_have_count(0)  # trainers see no Admin
-    manage_users(new_page(browser), served)
+    admin = new_page(browser)
+    manage_users(browser, admin, served)
+    revoke_token(browser, admin, served, token_id, token)
 
     rater = new_page(browser)
     sign_in(rater, served.url, "rory", "/rate/")

@@ -36,15 +36,18 @@ def token_table(studio: Studio) -> pd.DataFrame:
     return pd.DataFrame(shown, columns=TOKEN_COLUMNS)
 
 
-def _lists(studio: Studio) -> tuple:
-    """Both tables and the choices of the user and token dropdowns."""
+def _lists(studio: Studio, **token) -> tuple:
+    """Both tables and the choices of the user and token dropdowns (``token``: more of the
+    token dropdown's update, such as ``value=None``)."""
     users, tokens = user_table(studio), token_table(studio)
     active = tokens[tokens["active"] == "yes"]
     return (
         users,
         tokens,
         gr.update(choices=list(users["username"])),
-        gr.update(choices=[(f"{t.id}: {t.user} · {t.name}", t.id) for t in active.itertuples()]),
+        gr.update(
+            choices=[(f"{t.id}: {t.user} · {t.name}", t.id) for t in active.itertuples()], **token
+        ),
     )
 
 
@@ -86,7 +89,8 @@ def revoke(studio: Studio, token_id, request: gr.Request):
     number = ident(token_id, "token")
     studio.db.write(lambda session: revoke_token(session, None, number))
     studio.authenticator.forget()
-    return (f"Token {number} revoked.", *_lists(studio))
+    # the revoked token is no longer a choice: clear it rather than show its bare id
+    return (f"Token {number} revoked.", *_lists(studio, value=None))
 
 
 def refresh(studio: Studio, request: gr.Request):
