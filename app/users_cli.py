@@ -234,7 +234,15 @@ def list_tokens(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(row))
         else:
-            state = "active" if row["active"] else ("revoked" if row["revoked_at"] else "expired")
+            state = (
+                "active"
+                if row["active"]
+                else "revoked"
+                if row["revoked_at"]
+                else "user disabled"
+                if not row["user_active"]
+                else "expired"
+            )
             until = row["expires_at"] or "never"
             print(
                 f"{row['id']:>5}  {row['user']:<24} {row['name']:<16} {state:<8} "

@@ -284,6 +284,23 @@ def test_tokens_are_listed_without_the_secret_expire_and_are_revoked(
     ]
 
 
+def test_a_disabled_users_token_is_listed_as_not_active(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert add(monkeypatch, PASSWORD + "\n", "bob", "--role", "trainer") == 0
+    assert main(["users", "tokens", "new", "bob", "--name", "ci"]) == 0
+    token = capsys.readouterr().out.strip()
+    assert main(["users", "disable", "bob"]) == 0
+    with database(Settings(data_dir=data_dir).database).session() as session:
+        assert user_for_token(session, token) is None  # it lets nobody in
+    capsys.readouterr()
+    assert main(["users", "tokens", "list", "bob", "--json"]) == 0
+    row = json.loads(capsys.readouterr().out)
+    assert (row["active"], row["user_active"], row["revoked_at"]) == (False, False, None)
+    assert main(["users", "tokens", "list"]) == 0
+    assert "user disabled" in capsys.readouterr().out
+
+
 def test_an_expired_token_lets_nobody_in(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert add(monkeypatch, PASSWORD + "\n", "bob", "--role", "trainer") == 0
     db = database(Settings(data_dir=data_dir).database)

@@ -275,8 +275,9 @@ def user_for_token(session: Session, token: str) -> User | None:
 
 
 def token_rows(session: Session, user_id: int | None = None) -> list[dict]:
-    """Tokens (of one user, or everyone's) as plain values, oldest first; never the token."""
-    query = select(ApiToken, User.username).join(User, User.id == ApiToken.user_id)
+    """Tokens (of one user, or everyone's) as plain values, oldest first; never the token.
+    ``active``: the token lets its user in (not revoked, not expired, the user not disabled)."""
+    query = select(ApiToken, User.username, User.active).join(User, User.id == ApiToken.user_id)
     if user_id is not None:
         query = query.where(ApiToken.user_id == user_id)
     now = utcnow()
@@ -293,10 +294,12 @@ def token_rows(session: Session, user_id: int | None = None) -> list[dict]:
             "last_used_at": when(token.last_used_at),
             "expires_at": when(token.expires_at),
             "revoked_at": when(token.revoked_at),
+            "user_active": user_active,
             "active": token.revoked_at is None
-            and (token.expires_at is None or token.expires_at > now),
+            and (token.expires_at is None or token.expires_at > now)
+            and user_active,
         }
-        for token, username in session.execute(query.order_by(ApiToken.id))
+        for token, username, user_active in session.execute(query.order_by(ApiToken.id))
     ]
 
 
