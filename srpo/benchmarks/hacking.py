@@ -65,8 +65,9 @@ REWARD = "tiny-biased"
 # trains on by design); ``bias_drift`` is the difference.
 CONTROL_REWARD = "tiny"
 # The rows that get the control by default: every one of Table 1 but GRPO, whose raw drift is
-# within the noise already (d = 0.24 in the last run) and whose training is the bench's
-# longest (about 4 minutes on 2 cores); a control for it would push the bench past 30 min.
+# within the noise already (d = 0.24) and whose training is the bench's longest (94-249 s on
+# 2 cores in the runs so far, the bench 27.8 min with the other five controls): a control
+# for it could push the bench past its 30 minutes.
 CONTROLLED = ("srpo", "direct_align_prefixed", "direct_align", "refl", "draft")
 POSITIVE, NEGATIVE = (
     PRESETS["tiny-demo"]["positive_words"][0],
