@@ -12,8 +12,6 @@ from transformers import (
     CLIPConfig,
     CLIPImageProcessor,
     CLIPModel,
-    CLIPTextConfig,
-    CLIPTextModel,
     T5Config,
     T5EncoderModel,
 )
@@ -21,6 +19,7 @@ from transformers import (
 from srpo.models.flux import FluxGenerator
 from srpo.models.flux_text import FluxTextEncoders
 from srpo.models.small import small_kl_vae
+from srpo.models.small_parts import small_flux_clip
 from srpo.tiny_world.tokenizer import BOS_ID, EOS_ID, PAD_ID, build_word_tokenizer
 
 WORDS = [
@@ -64,22 +63,8 @@ def small_vae() -> AutoencoderKL:
 
 
 def small_text_encoders() -> FluxTextEncoders:
-    torch.manual_seed(2)
     tokenizer = build_word_tokenizer(WORDS, model_max_length=16)
-    clip = CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=24,
-            intermediate_size=48,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            max_position_embeddings=16,
-            eos_token_id=EOS_ID,
-            bos_token_id=BOS_ID,
-            pad_token_id=PAD_ID,
-            projection_dim=24,
-        )
-    )
+    clip = small_flux_clip(tokenizer)  # seeds 2; the T5 below goes on from there
     t5 = T5EncoderModel(
         T5Config(
             vocab_size=len(tokenizer),

@@ -21,6 +21,7 @@ from srpo.models.small_parts import (
     SMALL_RESOLUTION,
     WORDS,
     small_clip_with_projection,
+    small_flux_clip,
     small_kl_vae,
     small_qwen3_config,
     small_t5,
@@ -222,7 +223,6 @@ def small_generator(name: str, **options) -> nn.Module:
 def small_flux(cfg_scale: float = 1.0, resolution: int = SMALL_RESOLUTION):
     """FLUX.1 at the same size (one double and one single block)."""
     from diffusers import FluxTransformer2DModel
-    from transformers import CLIPTextConfig, CLIPTextModel
 
     from srpo.models.flux import FluxGenerator
     from srpo.models.flux_text import FluxTextEncoders
@@ -241,21 +241,7 @@ def small_flux(cfg_scale: float = 1.0, resolution: int = SMALL_RESOLUTION):
         axes_dims_rope=(4, 6, 6),
     )
     tokenizer = build_word_tokenizer(WORDS, model_max_length=16)
-    torch.manual_seed(2)
-    clip = CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=24,
-            intermediate_size=48,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            max_position_embeddings=16,
-            eos_token_id=EOS_ID,
-            bos_token_id=BOS_ID,
-            pad_token_id=PAD_ID,
-            projection_dim=24,
-        )
-    )
+    clip = small_flux_clip(tokenizer)
     tokenizer_2 = build_word_tokenizer(WORDS, 24)
     encoders = FluxTextEncoders(tokenizer, clip, tokenizer_2, small_t5(tokenizer_2, 32, 2), 24)
     generator = FluxGenerator(transformer, small_kl_vae(), encoders, (resolution, resolution))

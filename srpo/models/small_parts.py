@@ -58,6 +58,27 @@ def small_kl_vae(latent_channels: int = 4, scaling_factor: float = 0.5, shift_fa
     )
 
 
+def small_flux_clip(tokenizer, seed: int = 2) -> nn.Module:
+    """FLUX.1's pooled text tower (``CLIPTextModel``) at the small size."""
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    torch.manual_seed(seed)
+    return CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=24,
+            intermediate_size=48,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            max_position_embeddings=16,
+            eos_token_id=EOS_ID,
+            bos_token_id=BOS_ID,
+            pad_token_id=PAD_ID,
+            projection_dim=24,
+        )
+    )
+
+
 def small_clip_with_projection(tokenizer, hidden: int = 16, seed: int = 2) -> nn.Module:
     from transformers import CLIPTextConfig, CLIPTextModelWithProjection
 
