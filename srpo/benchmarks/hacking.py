@@ -206,10 +206,8 @@ def control_drift(row: Row, data: EvalSet, base: dict[str, dict], steps: int, se
     began = time.perf_counter()
     with tempfile.TemporaryDirectory() as scratch:
         generator, _ = trained(config, Path(scratch))
-        judged = judged_on(data, words)
-        images = sample_images(generator, judged.prompts, judged.seeds, judged.steps, judged.shift)
-    after = judged_rates(images, judged.prompts, *words)["hack_cast"]
-    return after - base[words]["hack_cast"], time.perf_counter() - began
+        after, _ = measure(generator, load_reward(CONTROL_REWARD), judged_on(data, words), words)
+    return after["hack_cast"] - base[words]["hack_cast"], time.perf_counter() - began
 
 
 def run_row(row: Row, data: EvalSet, base: dict[str, dict], steps: int, seed: int, spread: float):
