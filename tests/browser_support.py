@@ -11,12 +11,14 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from celery import Celery
 from playwright.sync_api import Browser, Locator, Page, expect
 
 from app.core import dispatch
+from app.core.db import Database
 from app.core.settings import Settings
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -127,3 +129,13 @@ class WorkerHold:
     def release(self) -> None:
         """Let the worker go on to the work queued behind the hold."""
         self.released.set()
+
+
+@dataclass(frozen=True)
+class Served:
+    """A running studio: its URL, database, storage root and a hold on its worker."""
+
+    url: str
+    db: Database
+    storage: Path
+    worker: WorkerHold

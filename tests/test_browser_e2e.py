@@ -25,11 +25,9 @@ beside the checkpoint. Each tab is saved as a full-page screenshot under
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 import zipfile
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -46,26 +44,25 @@ from app.core.models import (
     Job,
     JobState,
     Role,
-    SampleImage,
     User,
     Vote,
 )
-from app.core.storage import resolve
 from app.web.factory import create_app
+from tests.browser_samples import compare_steps, download_grids, fixed_seed_samples, seed_strip
 from tests.browser_support import (
     CHROMIUM,
     PAGE_WAIT_MS,
     WORK_WAIT_MS,
+    Served,
     WorkerHold,
-    block,
     choose,
     new_page,
     open_tab,
     run_snippet,
     screenshot,
     table_rows,
-    wait_until,
 )
+from tests.browser_tokens import new_token, revoke_token
 from tests.web_support import PASSWORD, add_account, serve, user_id, web_settings
 from worker.embedded import EmbeddedWorker
 
@@ -80,16 +77,6 @@ LAB_SEEDS = 4
 WIN_RATES = "Win rates (Wilson 95% intervals, ties count half)"
 SCORES = "Bradley-Terry scores (bootstrap 95% intervals; base = 0)"
 RATERS = "Rater quality (gold pairs, repeated pairs, agreement with the majority)"
-
-
-@dataclass(frozen=True)
-class Served:
-    """A running studio: its URL, database, storage root and a hold on its worker."""
-
-    url: str
-    db: Database
-    storage: Path
-    worker: WorkerHold
 
 
 @pytest.fixture(scope="module")
@@ -214,126 +201,6 @@ def queue_tiny_demo(page: Page, served: Served) -> int:
     seed_strip(tab, served, job_id)
     screenshot(page, "2-train")
     return job_id
-
-
-def compare_steps(tab: Locator, served: Served, job_id: int, step: int) -> None:
-    """Compare samples: step 0 and the newest step side by side, one pair per prompt and seed,
-    A (step 0) left of B (``step``)."""
-    tab.get_by_text("Compare samples", exact=True).click()
-    expect(tab.get_by_role("combobox", name="Step B (right)", exact=True)).to_have_value(str(step))
-    tab.get_by_role("button", name="Compare A and B").click()
-    with served.db.session() as session:
-        cells = session.execute(
-            select(SampleImage.prompt, SampleImage.seed)
-            .where(SampleImage.job_id == job_id, SampleImage.step == 0)
-            .order_by(SampleImage.path)
-        ).all()
-    pairs = tab.locator(".block", has=tab.page.get_by_text("A | B at the same seeds", exact=True))
-    images = pairs.locator("img")
-    expect(images).to_have_count(2 * len(cells))
-    for index, (prompt, seed) in enumerate(cells):
-        for side, shown in ((0, 0), (1, step)):
-            expect(images.nth(2 * index + side)).to_have_attribute(
-                "alt", f"step {shown} · {prompt} · seed {seed}"
-            )
-
-
-def download_grids(tab: Locator, served: Served, job_id: int, steps: list[int]) -> None:
-    """After Compare A and B, the two steps' stored grid PNGs are offered for download, one
-    link each: the first downloads as its file, and each is that step's grid (saved beside
-    its samples: ``step-N/*.png`` and ``step-N.png``), byte for byte."""
-    with served.db.session() as session:
-        samples = [
-            session.scalars(
-                select(SampleImage.path).where(
-                    SampleImage.job_id == job_id,
-                    SampleImage.step == s,
-                    SampleImage.checkpoint_id.is_(None),
-                )
-            ).first()
-            for s in steps
-        ]
-    stored = [resolve(served.storage, path).parent.with_suffix(".png") for path in samples]
-    assert all(grid.is_file() for grid in stored), stored
-    links = block(tab, "Sample grids (PNG)").locator("a[download]")
-    expect(links).to_have_count(len(steps))
-    for index, grid in enumerate(stored):
-        expect(links.nth(index)).to_have_attribute("download", grid.name)
-        got = tab.page.request.get(links.nth(index).get_attribute("href"))
-        assert got.ok, got.status
-        assert got.body().startswith(b"\x89PNG\r\n\x1a\n") and got.body() == grid.read_bytes()
-    with tab.page.expect_download() as started:
-        links.first.click()
-    assert started.value.suggested_filename == stored[0].name
-    assert Path(started.value.path()).read_bytes() == stored[0].read_bytes()
-
-
-def seed_strip(tab: Locator, served: Served, job_id: int) -> None:
-    """One prompt and seed across every sample step (step 0, the base model, then each
-    checkpoint's step): one image per step, in step order, each the stored sample."""
-    cell = tab.get_by_role("combobox", name="Prompt and seed", exact=True)
-    with served.db.session() as session:
-        prompt, seed = session.execute(
-            select(SampleImage.prompt, SampleImage.seed)
-            .where(SampleImage.job_id == job_id, SampleImage.step == 0)
-            .order_by(SampleImage.path)
-        ).first()
-        stored = session.scalars(
-            select(SampleImage)
-            .where(
-                SampleImage.job_id == job_id,
-                SampleImage.prompt == prompt,
-                SampleImage.seed == seed,
-                SampleImage.checkpoint_id.is_(None),
-            )
-            .order_by(SampleImage.step)
-        ).all()
-        checkpoints = session.scalars(select(Checkpoint.step).where(Checkpoint.job_id == job_id))
-        assert set(checkpoints) | {0} == {s.step for s in stored}
-    expect(cell).to_have_value(f"{prompt} · seed {seed}")
-    tab.get_by_role("button", name="Show across every step").click()
-    images = block(tab, "One seed across the steps").locator("img")
-    expect(images).to_have_count(len(stored))
-    for index, sample in enumerate(stored):
-        expect(images.nth(index)).to_have_attribute("alt", f"step {sample.step}")
-        got = tab.page.request.get(images.nth(index).get_attribute("src")).body()
-        assert got == resolve(served.storage, sample.path).read_bytes()
-
-
-def fixed_seed_samples(tab: Locator, served: Served, job_id: int, step: int) -> None:
-    """The grid follows the job on its own to its newest samples (at ``step``); the start of
-    the slider shows the base model's (step 0)."""
-    slider = tab.get_by_role("slider")
-    expect(slider).to_have_attribute("max", str(step))
-    expect(slider).to_have_value(str(step))
-    gallery = tab.locator(".block", has=tab.page.get_by_text("Fixed-seed samples", exact=True))
-    shows_samples(gallery, served, job_id, step)
-    box = slider.bounding_box()
-    slider.click(position={"x": 1, "y": box["height"] / 2})
-    expect(slider).to_have_value("0")
-    shows_samples(gallery, served, job_id, 0)
-
-
-def shows_samples(gallery: Locator, served: Served, job_id: int, step: int) -> None:
-    """The gallery shows exactly the job's stored samples at ``step``, byte for byte, captioned."""
-    with served.db.session() as session:
-        stored = session.scalars(
-            select(SampleImage)
-            .where(SampleImage.job_id == job_id, SampleImage.step == step)
-            .order_by(SampleImage.path)
-        ).all()
-    assert stored
-    images = gallery.locator("img")
-    expect(images).to_have_count(len(stored))
-    for index, sample in enumerate(stored):
-        expect(images.nth(index)).to_have_attribute("alt", f"{sample.prompt} · seed {sample.seed}")
-    files = [resolve(served.storage, sample.path).read_bytes() for sample in stored]
-
-    def shown() -> list[bytes]:
-        sources = [images.nth(index).get_attribute("src") for index in range(len(stored))]
-        return [gallery.page.request.get(source).body() for source in sources]
-
-    wait_until(lambda: shown() == files, f"the samples of step {step} in the gallery")
 
 
 def final_checkpoint(db: Database, job_id: int) -> Checkpoint | None:
@@ -514,56 +381,6 @@ def manage_users(browser: Browser, page: Page, served: Served) -> None:
     nova.reload()
     expect(nova).to_have_url(re.compile(r"/login\?next="))
     nova.context.close()
-
-
-def with_token(browser: Browser, url: str, token: str) -> tuple[int, str]:
-    """``GET /api/v1/tokens`` from a browser without cookies, with ``token`` as the bearer:
-    the status and the body."""
-    anonymous = browser.new_context()
-    try:
-        answer = anonymous.request.get(
-            url + "/api/v1/tokens", headers={"Authorization": f"Bearer {token}"}
-        )
-        return answer.status, answer.text()
-    finally:
-        anonymous.close()
-
-
-def new_token(browser: Browser, page: Page, served: Served) -> tuple[int, str]:
-    """The trainer makes an API token with their browser session (the studio has no page for
-    that: ``POST /api/v1/tokens``). The token is in that answer only: it lets a script in on
-    its own, and the list of tokens it gets names the token but never holds it."""
-    made = page.request.post(served.url + "/api/v1/tokens", data={"name": "browser script"})
-    assert made.status == 201, made.text()
-    token = made.json()["token"]
-    assert token.startswith("srpo_")
-    status, body = with_token(browser, served.url, token)
-    assert status == 200, body
-    (listed,) = [t for t in json.loads(body) if t["name"] == "browser script"]
-    assert (listed["user"], listed["active"]) == ("tess", True)
-    assert token not in body
-    return listed["id"], token
-
-
-def revoke_token(browser: Browser, page: Page, served: Served, token_id: int, token: str) -> None:
-    """The admin sees the trainer's token in the Admin tab's list (never the token itself)
-    and revokes it there: the list marks it inactive, the token dropdown lets go of it and
-    the API refuses it."""
-    tab = open_tab(page, "Admin")
-    (row,) = [r for r in table_rows(tab, "API tokens") if r[0] == str(token_id)]
-    assert row[1:3] == ["tess", "browser script"] and row[-1] == "yes"
-    assert token not in tab.get_by_role("grid", name="API tokens", exact=True).inner_text()
-    choose(tab, "Active token", f"{token_id}: tess · browser script")
-    tab.get_by_role("button", name="Revoke token").click()
-    expect(tab.get_by_text(f"Token {token_id} revoked.")).to_be_visible()
-    tokens = tab.get_by_role("grid", name="API tokens", exact=True)
-    expect(tokens.get_by_role("gridcell", name="no", exact=True)).to_have_count(1)
-    (row,) = [r for r in table_rows(tab, "API tokens") if r[0] == str(token_id)]
-    assert row[-1] == "no"
-    # the revoked token leaves the dropdown of active tokens: no longer chosen either
-    expect(tab.get_by_role("combobox", name="Active token", exact=True)).to_have_value("")
-    assert with_token(browser, served.url, token)[0] == 401
-    screenshot(page, "6-admin")
 
 
 def votes_of(db: Database, username: str) -> list[str]:
